@@ -1,0 +1,397 @@
+"""A container handle: its cgroup directories, a file plan, and the fast read.
+
+Opening probes once which files exist in each of the container's
+directories and fixes the list of files to read (the plan); every
+:meth:`Container.read` then re-reads those files through the host's
+:class:`~cgstats._fileio.FileCache` and hands their text to the pure readers.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections.abc import Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Optional
+
+import attrs
+
+from cgstats.discovery import identify, parse_proc_cgroup
+from cgstats.errors import ContainerGone, ParseError
+from cgstats.model import NetStats, Sample
+from cgstats.readers import blkio, cpu, memory, pids, pressure
+from cgstats.readers.net import parse_net_dev, parse_netns_link
+
+if TYPE_CHECKING:
+    from cgstats.host import Host
+    from cgstats.mounts import Hierarchy
+
+# errno values that mean "the cgroup is being or has been removed".
+_GONE = (errno.ENODEV, errno.ENOENT)
+# errno values of a pressure file when PSI is compiled in but disabled.
+_PSI_OFF = (errno.ENOTSUP, errno.EOPNOTSUPP)
+_UNIFIED = "unified:"
+
+_V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "blkio", "pids")
+
+
+@attrs.frozen
+class ContainerRef:
+    """A resolved container: who it is and where its cgroup lives.
+
+    ``cgroup`` is the cgroup path in the primary hierarchy (the v2 tree on
+    unified hosts) and ``directory`` its directory; ``paths`` holds the
+    per-hierarchy cgroup paths when they are known (from ``pid:N``), keyed as
+    in ``/proc/<pid>/cgroup``.
+    """
+
+    id: str
+    runtime: Optional[str]
+    cgroup: str
+    directory: str
+    pod_uid: Optional[str] = None
+    paths: Mapping[str, str] = attrs.field(factory=dict, eq=False)
+
+
+class Container:
+    """An open container. Use :meth:`read`; close with :meth:`close` or ``with``."""
+
+    def __init__(self, host: Host, ref: ContainerRef) -> None:
+        self.host = host
+        self.ref = ref
+        self.version = 2 if host.mode == "unified" else 1
+        try:
+            self.inode = os.stat(ref.directory).st_ino
+        except OSError as err:
+            raise ContainerGone(ref.id, f"{ref.directory}: {err.strerror}") from None
+        self._procs_path = os.path.join(ref.directory, "cgroup.procs")
+        self._dirs = self._directories()
+        listings = {directory: _listing(directory) for directory in set(self._dirs.values())}
+        self._plan: list[tuple[str, str]] = []
+        # (throttle bytes file, hierarchy root's recursive file) on v1 throttle hosts
+        self._blkio_root: Optional[tuple[str, str]] = None
+        self._sections = self._make_plan(listings)
+        self._net_pid: Optional[int] = None
+        self._net_inode = 0
+        self._closed = False
+
+    # -- opening -------------------------------------------------------------
+
+    def _directories(self) -> dict[str, str]:
+        """Directory per controller (``unified`` for the v2 tree on hybrid hosts)."""
+        hierarchies = self.host.hierarchies
+        if self.version == 2:
+            return {"unified": self.ref.directory}
+        dirs: dict[str, str] = {}
+        proc_paths: Optional[dict[str, str]] = dict(self.ref.paths) or None
+        wanted = [(c, hierarchies.for_controller(c)) for c in _V1_CONTROLLERS]
+        wanted.append(("unified", hierarchies.v2))
+        for controller, hierarchy in wanted:
+            if hierarchy is None:
+                continue
+            key = hierarchy.key
+            directory = None
+            if proc_paths is not None and key in proc_paths:
+                directory = hierarchy.directory(proc_paths[key])
+            if directory is None or not os.path.isdir(directory):
+                directory = hierarchy.directory(self.ref.cgroup)
+            if directory is None or not os.path.isdir(directory):
+                # Another hierarchy may place the container elsewhere (a runtime
+                # nested under a different parent there): ask one of its processes.
+                if proc_paths is None:
+                    proc_paths = self._paths_of_a_process()
+                path = proc_paths.get(key)
+                directory = hierarchy.directory(path) if path else None
+            if directory is None or not os.path.isdir(directory):
+                directory = self._by_suffix(hierarchy)
+            if directory is None or directory == hierarchy.mount_point:
+                continue  # not in this hierarchy, or only in its root: the whole host
+            if self.host.inside_root(directory, hierarchy):
+                dirs[controller] = directory
+        return dirs
+
+    def _by_suffix(self, hierarchy: Hierarchy) -> Optional[str]:
+        """The container's directory in ``hierarchy`` found by its trailing path.
+
+        Runtimes nest a container under whatever parent the creating process
+        had in each hierarchy, so ``/a/b/docker/<id>`` in one may be
+        ``/docker/<id>`` in another. Only paths whose leaf carries the
+        container's ID are tried, so a match is the same container.
+        """
+        if identify(self.ref.cgroup) is None:
+            return None
+        parts = self.ref.cgroup.strip("/").split("/")
+        for start in range(1, len(parts)):
+            directory = hierarchy.directory("/" + "/".join(parts[start:]))
+            if directory is not None and os.path.isdir(directory):
+                return directory
+        return None
+
+    def _paths_of_a_process(self) -> dict[str, str]:
+        for pid in self._pids():
+            try:
+                with open(self.host.proc_path(pid, "cgroup"), encoding="ascii") as handle:
+                    return parse_proc_cgroup(handle.read())
+            except (OSError, UnicodeDecodeError):
+                continue
+        return {}
+
+    def _make_plan(self, listings: Mapping[str, frozenset[str]]) -> dict[str, bool]:
+        dirs = self._dirs
+        plan = self._plan
+
+        def exists(name: str) -> bool:
+            if name.startswith(_UNIFIED):
+                directory = dirs.get("unified")
+                name = name[len(_UNIFIED) :]
+            elif self.version == 2:
+                directory = dirs["unified"]
+            else:
+                directory = dirs.get(name.split(".", 1)[0])
+            return directory is not None and name in listings.get(directory, frozenset())
+
+        def add(names: list[str]) -> bool:
+            for name in names:
+                if name.startswith(_UNIFIED):
+                    path = os.path.join(dirs["unified"], name[len(_UNIFIED) :])
+                elif self.version == 2:
+                    path = os.path.join(dirs["unified"], name)
+                else:
+                    path = os.path.join(dirs[name.split(".", 1)[0]], name)
+                plan.append((name, path))
+            return bool(names)
+
+        def existing(names: tuple[str, ...]) -> list[str]:
+            return [name for name in names if exists(name)]
+
+        if self.version == 2:
+            return {
+                "cpu": add(existing(cpu.V2_FILES)) and exists("cpu.stat"),
+                "memory": add(existing(memory.V2_FILES)) and exists("memory.current"),
+                "blkio": add(existing(blkio.V2_FILES)),
+                "pids": add(existing(pids.FILES)) and exists("pids.current"),
+                "pressure": add(existing(pressure.V2_FILES)),
+            }
+        blkio_files = blkio.v1_files(exists)
+        blkio_hierarchy = self.host.hierarchies.for_controller("blkio")
+        if blkio_files and ".throttle." in blkio_files[0] and blkio_hierarchy is not None:
+            root_path = os.path.join(blkio_hierarchy.mount_point, blkio.THROTTLE_ROOT_FILE)
+            self._blkio_root = (blkio_files[0], root_path)
+        has_cpu = "cpu" in dirs or "cpuacct" in dirs
+        if has_cpu:
+            add(cpu.v1_files(exists))
+            add(existing(cpu.HYBRID_FILES))
+        return {
+            "cpu": has_cpu,
+            "memory": add(existing(memory.V1_FILES)) or "memory" in dirs,
+            "blkio": add(blkio_files) or "blkio" in dirs,
+            "pids": add(existing(pids.FILES)) or "pids" in dirs,
+            "pressure": add(existing(pressure.HYBRID_FILES)),
+        }
+
+    # -- reading -------------------------------------------------------------
+
+    def read(self) -> Sample:
+        """Read every counter now.
+
+        Raises :class:`ContainerGone` when the cgroup has been removed. Files
+        that cannot be read or parsed leave their fields ``None`` and are
+        listed in ``Sample.errors``.
+        """
+        if self._closed:
+            raise ValueError("read() on a closed Container")
+        timestamp = time.time()
+        cache = self.host.files
+        problems: list[str] = []
+        texts: dict[str, str] = {}
+        for key, path in self._plan:
+            try:
+                data = cache.read(path)
+            except OSError as err:
+                self._failed(key, path, err, problems)
+                continue
+            texts[key] = data.decode("ascii", "replace")
+        if self._blkio_root is not None:
+            bytes_file, root_path = self._blkio_root
+            if blkio.needs_root_check(bytes_file, texts.get(bytes_file, ":")):
+                try:
+                    texts[blkio.ROOT_KEY] = cache.read(root_path).decode("ascii", "replace")
+                except OSError as err:
+                    problems.append(f"{blkio.ROOT_KEY}: {err.strerror or err}")
+        sections = self._sections
+        host = self.host
+        if self.version == 2:
+            cpu_stats = cpu.build_v2(texts, problems, host_cpus=host.cpu_count)
+            memory_stats = memory.build_v2(texts, problems) if sections["memory"] else None
+            blkio_stats = (
+                blkio.build_v2(texts, problems, host.device_name) if sections["blkio"] else None
+            )
+            pressure_stats = pressure.build(texts, problems)
+        else:
+            cpu_stats = cpu.build_v1(
+                texts, problems, host_cpus=host.cpu_count, clock_ticks=host.clock_ticks
+            )
+            memory_stats = memory.build_v1(texts, problems) if sections["memory"] else None
+            blkio_stats = (
+                blkio.build_v1(texts, problems, host.device_name) if sections["blkio"] else None
+            )
+            pressure_stats = pressure.build(texts, problems, _UNIFIED)
+        return Sample(
+            id=self.ref.id,
+            runtime=self.ref.runtime,
+            cgroup=self.ref.cgroup,
+            cgroup_version=self.version,
+            timestamp=timestamp,
+            cpu=cpu_stats if sections["cpu"] else None,
+            memory=memory_stats,
+            blkio=blkio_stats,
+            net=self._read_net(problems),
+            pids=pids.build(texts, problems) if sections["pids"] else None,
+            pressure=pressure_stats if sections["pressure"] else None,
+            pod_uid=self.ref.pod_uid,
+            errors=tuple(problems),
+        )
+
+    def _failed(self, key: str, path: str, err: OSError, problems: list[str]) -> None:
+        if err.errno in _GONE and (err.errno == errno.ENODEV or not _is_dir(self.ref.directory)):
+            self.close()
+            raise ContainerGone(self.ref.id, f"{key}: {err.strerror}") from None
+        if err.errno in _PSI_OFF and key.endswith(".pressure"):
+            return  # PSI disabled on this kernel (psi=0): no pressure, no error
+        problems.append(f"{key}: {err.strerror or err}")
+
+    def _pids(self) -> list[int]:
+        """Processes of the container's cgroup (of its child cgroups if it has none)."""
+        found = self._procs_of(self._procs_path, keep_open=True)
+        if found:
+            return found
+        for child in _children(self.ref.directory):
+            found = self._procs_of(os.path.join(child, "cgroup.procs"), keep_open=False)
+            if found:
+                return found
+        return []
+
+    def _procs_of(self, path: str, keep_open: bool) -> list[int]:
+        try:
+            data = self.host.files.read(path)
+        except OSError:
+            return []
+        finally:
+            if not keep_open:
+                self.host.files.forget(path)
+        return [int(token) for token in data.split() if token.isdigit()]
+
+    def _read_net(self, problems: list[str]) -> Optional[NetStats]:
+        """``net/dev`` of a live process in the container; ``None`` if it has none.
+
+        The kept ``net/dev`` descriptor keeps answering after its process exits,
+        so the process is checked after the read through its ``ns/net`` link:
+        if that is gone, or names another namespace (pid reused), the next
+        process of the cgroup is tried.
+        """
+        cache = self.host.files
+        candidates: list[int] = [self._net_pid] if self._net_pid is not None else []
+        tried_fresh = False
+        while True:
+            if not candidates:
+                if tried_fresh:
+                    self._net_pid = None
+                    return None
+                candidates = self._pids()
+                tried_fresh = True
+                continue
+            pid = candidates.pop(0)
+            dev_path = self.host.proc_path(pid, "net/dev")
+            first_use = pid != self._net_pid
+            try:
+                if first_use:
+                    cache.forget(dev_path)
+                    expected = self._netns_inode(pid)
+                else:
+                    expected = self._net_inode
+                data = cache.read(dev_path)
+                current = self._netns_inode(pid)
+            except (OSError, ParseError):
+                cache.forget(dev_path)  # the process exited: try the next one
+                continue
+            if current != expected:
+                cache.forget(dev_path)  # pid reused by a process in another namespace
+                continue
+            try:
+                interfaces = parse_net_dev(data.decode("utf-8", "replace"), dev_path)
+            except ParseError as err:
+                problems.append(f"net/dev: {err.reason}")
+                return None
+            self._net_pid, self._net_inode = pid, current
+            host_inode = self.host.host_netns
+            return NetStats(
+                netns=current,
+                shared_with_host=None if host_inode is None else current == host_inode,
+                interfaces=interfaces,
+                pid=pid,
+            )
+
+    def _netns_inode(self, pid: int) -> int:
+        return parse_netns_link(os.readlink(self.host.proc_path(pid, "ns/net")))
+
+    # -- closing -------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release every file descriptor this container holds. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.host.files.forget_all(path for _key, path in self._plan)
+        self.host.files.forget(self._procs_path)
+        if self._net_pid is not None:
+            self.host.files.forget(self.host.proc_path(self._net_pid, "net/dev"))
+        self.host.forget(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def files(self) -> list[str]:
+        """The paths this container reads on every sample, in order."""
+        return [path for _key, path in self._plan]
+
+    @property
+    def directories(self) -> dict[str, str]:
+        """The container's directory per controller (``unified`` for the v2 tree)."""
+        return dict(self._dirs)
+
+    def __enter__(self) -> Container:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Container {self.ref.id[:12]} {self.ref.cgroup!r} v{self.version}>"
+
+
+def _listing(directory: str) -> frozenset[str]:
+    try:
+        return frozenset(os.listdir(directory))
+    except OSError:
+        return frozenset()
+
+
+def _is_dir(path: str) -> bool:
+    return os.path.isdir(path)
+
+
+def _children(directory: str) -> list[str]:
+    try:
+        return [
+            entry.path for entry in os.scandir(directory) if entry.is_dir(follow_symlinks=False)
+        ]
+    except OSError:
+        return []

@@ -1,0 +1,176 @@
+"""Block IO per device.
+
+v1 files (one variant per cgroup, probed once when the container is opened):
+``blkio.io_service_bytes_recursive`` / ``blkio.io_serviced_recursive`` (CFQ),
+``blkio.bfq.io_service_bytes_recursive`` / ``..._serviced_recursive`` (BFQ),
+``blkio.throttle.io_service_bytes_recursive`` / ``..._serviced_recursive`` and
+the non-recursive throttle pair. Lines are ``MAJ:MIN Op N``, then ``Total N``.
+
+The throttle counters are kept only on disks where throttling has been
+activated: since 5.x the kernel allocates a queue's throttle data the first
+time any cgroup sets a throttle rule for that disk, and from then until reboot
+it counts every cgroup's IO there (``blk_should_throtl()``); IO on other disks
+is not counted at all. A cgroup whose file lists no device is therefore
+ambiguous: the hierarchy root's recursive file (key ``root:...``) tells
+whether any disk is counted. If none is, the section is ``available: false``
+with the reason, rather than zero traffic.
+
+v2 file: ``io.stat``, lines ``MAJ:MIN rbytes=N wbytes=N rios=N wios=N dbytes=N
+dios=N`` for devices that saw IO (other keys such as ``cost.*`` are ignored).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Optional
+
+from cgstats.errors import ParseError
+from cgstats.model import BlkioDevice, BlkioStats
+from cgstats.readers._parse import parse_nested_keyed, to_int
+
+DeviceNames = Callable[[int, int], Optional[str]]
+
+# (bytes file, ops file), in order of preference.
+V1_VARIANTS = (
+    ("blkio.io_service_bytes_recursive", "blkio.io_serviced_recursive"),
+    ("blkio.bfq.io_service_bytes_recursive", "blkio.bfq.io_serviced_recursive"),
+    ("blkio.throttle.io_service_bytes_recursive", "blkio.throttle.io_serviced_recursive"),
+    ("blkio.throttle.io_service_bytes", "blkio.throttle.io_serviced"),
+)
+# Read from the hierarchy root when a cgroup's throttle file lists no device.
+THROTTLE_ROOT_FILE = "blkio.throttle.io_service_bytes_recursive"
+ROOT_KEY = "root:" + THROTTLE_ROOT_FILE
+V2_FILES = ("io.stat",)
+
+NO_THROTTLE_ACCOUNTING = (
+    "the kernel counts v1 blkio throttle IO only on disks for which some cgroup has "
+    "set a throttle rule (blkio.throttle.*_device) since boot, and no disk is counted yet"
+)
+
+Device = tuple[int, int]
+
+
+def v1_files(exists: Callable[[str], bool]) -> list[str]:
+    """The files of the first v1 variant that exists (probed once per container)."""
+    for bytes_file, ops_file in V1_VARIANTS:
+        if exists(bytes_file) and exists(ops_file):
+            return [bytes_file, ops_file]
+    return []
+
+
+def needs_root_check(bytes_file: str, text: str) -> bool:
+    """True when a throttle file lists no device: the root must say if any is counted."""
+    return ".throttle." in bytes_file and ":" not in text
+
+
+def parse_device(token: str, what: str) -> Device:
+    """``MAJ:MIN`` as a pair of ints."""
+    major, colon, minor = token.partition(":")
+    if not colon:
+        raise ParseError(what, f"expected MAJ:MIN, got {token[:40]!r}")
+    return to_int(major, what), to_int(minor, what)
+
+
+def parse_v1_rwstat(text: str, what: str) -> dict[Device, dict[str, int]]:
+    """A v1 ``io_service_bytes``/``io_serviced`` file: device → op → count."""
+    result: dict[Device, dict[str, int]] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) == 2 and parts[0] == "Total":
+            to_int(parts[1], what)
+            continue
+        if len(parts) != 3:
+            raise ParseError(what, f"expected 'MAJ:MIN Op N', got {line[:60]!r}")
+        device = parse_device(parts[0], what)
+        result.setdefault(device, {})[parts[1]] = to_int(parts[2], what)
+    return result
+
+
+def parse_io_stat(text: str, what: str) -> dict[Device, dict[str, int]]:
+    """v2 ``io.stat``: device → key → value (integers only; ``cost.*`` kept too)."""
+    result: dict[Device, dict[str, int]] = {}
+    for name, fields in parse_nested_keyed(text, what):
+        device = parse_device(name, what)
+        values = {}
+        for key, value in fields.items():
+            if key in ("rbytes", "wbytes", "rios", "wios", "dbytes", "dios"):
+                values[key] = to_int(value, what)
+        result[device] = values
+    return result
+
+
+def build_v1(
+    texts: Mapping[str, str], problems: list[str], device_names: DeviceNames
+) -> BlkioStats:
+    """BlkioStats from the v1 variant present in ``texts``."""
+    for bytes_file, ops_file in V1_VARIANTS:
+        if bytes_file in texts or ops_file in texts:
+            break
+    else:
+        return BlkioStats(
+            available=False, reason="no blkio statistics file is readable", devices=()
+        )
+    try:
+        service_bytes = parse_v1_rwstat(texts.get(bytes_file, ""), bytes_file)
+        serviced = parse_v1_rwstat(texts.get(ops_file, ""), ops_file)
+        counted_anywhere = True
+        if not service_bytes and not serviced and ROOT_KEY in texts:
+            counted_anywhere = bool(parse_v1_rwstat(texts[ROOT_KEY], ROOT_KEY))
+    except ParseError as err:
+        problems.append(f"{err.what}: {err.reason}")
+        return BlkioStats(
+            available=False, reason=f"{err.what}: {err.reason}", devices=(), source=bytes_file
+        )
+    if not counted_anywhere:
+        return BlkioStats(
+            available=False, reason=NO_THROTTLE_ACCOUNTING, devices=(), source=bytes_file
+        )
+    devices = []
+    for device in sorted(service_bytes.keys() | serviced.keys()):
+        nbytes = service_bytes.get(device, {})
+        nops = serviced.get(device, {})
+        devices.append(
+            BlkioDevice(
+                major=device[0],
+                minor=device[1],
+                device=device_names(*device),
+                read_bytes=nbytes.get("Read"),
+                write_bytes=nbytes.get("Write"),
+                read_ops=nops.get("Read"),
+                write_ops=nops.get("Write"),
+                discard_bytes=nbytes.get("Discard"),
+                discard_ops=nops.get("Discard"),
+            )
+        )
+    return BlkioStats(available=True, reason=None, devices=tuple(devices), source=bytes_file)
+
+
+def build_v2(
+    texts: Mapping[str, str], problems: list[str], device_names: DeviceNames
+) -> BlkioStats:
+    """BlkioStats from v2 ``io.stat``."""
+    text = texts.get("io.stat")
+    if text is None:
+        return BlkioStats(available=False, reason="io.stat is not readable", devices=())
+    try:
+        stat = parse_io_stat(text, "io.stat")
+    except ParseError as err:
+        problems.append(f"io.stat: {err.reason}")
+        return BlkioStats(available=False, reason=f"io.stat: {err.reason}", devices=())
+    devices = tuple(
+        BlkioDevice(
+            major=device[0],
+            minor=device[1],
+            device=device_names(*device),
+            read_bytes=values.get("rbytes"),
+            write_bytes=values.get("wbytes"),
+            read_ops=values.get("rios"),
+            write_ops=values.get("wios"),
+            discard_bytes=values.get("dbytes"),
+            discard_ops=values.get("dios"),
+        )
+        for device, values in sorted(stat.items())
+    )
+    return BlkioStats(available=True, reason=None, devices=devices, source="io.stat")

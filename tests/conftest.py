@@ -1,0 +1,6 @@
+"""Make tests/ importable (``import workload``)."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
