@@ -69,9 +69,11 @@ class Container:
         self._dirs = self._directories()
         listings = {directory: _listing(directory) for directory in set(self._dirs.values())}
         self._plan: list[tuple[str, str]] = []
-        # (throttle bytes file, hierarchy root's recursive file) on v1 throttle hosts
+        # (throttle bytes file, the hierarchy root's recursive one) on v1 throttle hosts
         self._blkio_root: Optional[tuple[str, str]] = None
         self._sections = self._make_plan(listings)
+        self._keys = [key for key, _path in self._plan]
+        self._paths = [path for _key, path in self._plan]
         self._net_pid: Optional[int] = None
         self._net_inode = 0
         self._closed = False
@@ -205,20 +207,16 @@ class Container:
         cache = self.host.files
         problems: list[str] = []
         texts: dict[str, str] = {}
-        for key, path in self._plan:
-            try:
-                data = cache.read(path)
-            except OSError as err:
-                self._failed(key, path, err, problems)
-                continue
-            texts[key] = data.decode("ascii", "replace")
+        for key, data in zip(self._keys, cache.read_many(self._paths)):
+            if isinstance(data, OSError):
+                self._failed(key, data, problems)
+            else:
+                texts[key] = data.decode("ascii", "replace")
+        throttle_counted = True
         if self._blkio_root is not None:
             bytes_file, root_path = self._blkio_root
-            if blkio.needs_root_check(bytes_file, texts.get(bytes_file, ":")):
-                try:
-                    texts[blkio.ROOT_KEY] = cache.read(root_path).decode("ascii", "replace")
-                except OSError as err:
-                    problems.append(f"{blkio.ROOT_KEY}: {err.strerror or err}")
+            if blkio.lists_no_device(texts.get(bytes_file, ":")):
+                throttle_counted = self.host.v1_throttle_counted(root_path)
         sections = self._sections
         host = self.host
         if self.version == 2:
@@ -234,7 +232,9 @@ class Container:
             )
             memory_stats = memory.build_v1(texts, problems) if sections["memory"] else None
             blkio_stats = (
-                blkio.build_v1(texts, problems, host.device_name) if sections["blkio"] else None
+                blkio.build_v1(texts, problems, host.device_name, throttle_counted)
+                if sections["blkio"]
+                else None
             )
             pressure_stats = pressure.build(texts, problems, _UNIFIED)
         return Sample(
@@ -253,7 +253,7 @@ class Container:
             errors=tuple(problems),
         )
 
-    def _failed(self, key: str, path: str, err: OSError, problems: list[str]) -> None:
+    def _failed(self, key: str, err: OSError, problems: list[str]) -> None:
         if err.errno in _GONE and (err.errno == errno.ENODEV or not _is_dir(self.ref.directory)):
             self.close()
             raise ContainerGone(self.ref.id, f"{key}: {err.strerror}") from None

@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Optional, Union
 
 from cgstats import mounts
-from cgstats._fileio import FileCache
+from cgstats._fileio import DEFAULT_EVICT_IDLE_S, FileCache
 from cgstats.container import Container, ContainerRef
 from cgstats.discovery import (
     CgroupPath,
@@ -49,20 +49,30 @@ class Host:
     ``root`` (default ``$CGSTATS_ROOT`` or ``/``) is the prefix under which
     ``/proc`` and ``/sys`` are looked up: the host's ``/`` mounted inside a
     container, or a captured tree. ``max_open_files`` bounds the descriptors
-    kept open across all containers (default: half of RLIMIT_NOFILE).
+    kept open across all containers (default: RLIMIT_NOFILE less an eighth); when
+    it is reached, the least recently used one is closed if it has been idle
+    ``evict_idle_s`` seconds, else the new file is read without keeping it
+    (see :mod:`cgstats._fileio`). A poller should pass about twice its step.
     A Host is meant for one thread at a time.
     """
 
-    def __init__(self, root: Optional[str] = None, *, max_open_files: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        root: Optional[str] = None,
+        *,
+        max_open_files: Optional[int] = None,
+        evict_idle_s: float = DEFAULT_EVICT_IDLE_S,
+    ) -> None:
         self.root = os.path.abspath(root or os.environ.get(ROOT_ENV) or "/")
         self.hierarchies = mounts.discover(self.root)
         self.mode = self.hierarchies.mode
-        self.files = FileCache(max_open_files)
+        self.files = FileCache(max_open_files, evict_idle_s)
         self.cpu_count = self._read_cpu_count()
         self.clock_ticks = os.sysconf("SC_CLK_TCK")
         self.host_netns = self._read_host_netns()
         self._device_names: dict[tuple[int, int], Optional[str]] = {}
         self._real_mount_points: dict[str, str] = {}
+        self._throttle_counted = False
         self._containers: weakref.WeakSet[Container] = weakref.WeakSet()
         self.primary = self._primary_hierarchy()
 
@@ -252,6 +262,22 @@ class Host:
                 pass
             self._device_names[key] = name
         return self._device_names[key]
+
+    def v1_throttle_counted(self, root_file: str) -> bool:
+        """Whether v1 blkio throttle IO is counted on any disk of this host.
+
+        Read from the blkio hierarchy root's recursive throttle file. Once a
+        disk is counted it stays counted until reboot, so a true answer is
+        kept and the file is not read again.
+        """
+        if self._throttle_counted:
+            return True
+        try:
+            text = self.files.read(root_file).decode("ascii", "replace")
+        except OSError:
+            return False
+        self._throttle_counted = ":" in text
+        return self._throttle_counted
 
     def _read_cpu_count(self) -> int:
         try:

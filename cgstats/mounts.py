@@ -25,6 +25,8 @@ UNIFIED = "unified"
 class MountEntry:
     """One line of mountinfo (only the fields cgstats uses)."""
 
+    mount_id: int
+    parent_id: int
     root: str
     mount_point: str
     fstype: str
@@ -109,8 +111,12 @@ def parse_mountinfo(text: str, what: str = "mountinfo") -> list[MountEntry]:
             raise ParseError(what, f"no ' - ' separator in {line[:80]!r}") from None
         if len(fields) < separator + 3:
             raise ParseError(what, f"truncated line {line[:80]!r}")
+        if not (fields[0].isdigit() and fields[1].isdigit()):
+            raise ParseError(what, f"bad mount IDs in {line[:80]!r}")
         entries.append(
             MountEntry(
+                mount_id=int(fields[0]),
+                parent_id=int(fields[1]),
                 root=_unescape(fields[3]),
                 mount_point=_unescape(fields[4]),
                 fstype=fields[separator + 1],
@@ -153,13 +159,18 @@ class Hierarchies:
 def hierarchies_from_mounts(entries: Iterable[MountEntry], root: str = "/") -> Hierarchies:
     """Build :class:`Hierarchies` from mount entries, prefixing mount points with ``root``.
 
-    When a hierarchy is mounted more than once, the mount with the shortest
-    mount root (the widest view) wins; ties go to the first.
+    A mount hidden by another mount on its own path or on a mount it sits on
+    (a bind mount over ``/sys/fs/cgroup/memory``, a fresh tmpfs over
+    ``/sys/fs/cgroup``) is ignored. When a hierarchy is still mounted more than
+    once, the mount with the shortest mount root (the widest view) wins; ties
+    go to the first.
     """
+    mounts = list(entries)
+    hidden = _hidden_mounts(mounts)
     v1: dict[frozenset[str], Hierarchy] = {}
     v2: Optional[Hierarchy] = None
-    for entry in entries:
-        if entry.fstype not in ("cgroup", "cgroup2"):
+    for entry in mounts:
+        if entry.fstype not in ("cgroup", "cgroup2") or entry.mount_id in hidden:
             continue
         mount_point = os.path.join(root, entry.mount_point.lstrip("/"))
         if entry.fstype == "cgroup2":
@@ -180,6 +191,37 @@ def hierarchies_from_mounts(entries: Iterable[MountEntry], root: str = "/") -> H
         if previous is None or len(entry.root) < len(previous.mount_root):
             v1[key] = hierarchy
     return Hierarchies(v1=tuple(v1.values()), v2=v2)
+
+
+def _hidden_mounts(mounts: list[MountEntry]) -> set[int]:
+    """IDs of mounts that cannot be reached from their mount point.
+
+    A mount mounted on top of another at the same path (its parent) covers
+    it: the parent, and every mount beneath the parent other than the cover
+    itself, is hidden.
+    """
+    by_id = {entry.mount_id: entry for entry in mounts}
+    covers: dict[int, set[int]] = {}
+    for entry in mounts:
+        parent = by_id.get(entry.parent_id)
+        if parent is not None and parent is not entry and parent.mount_point == entry.mount_point:
+            covers.setdefault(parent.mount_id, set()).add(entry.mount_id)
+    hidden = set()
+    for entry in mounts:
+        if entry.mount_id in covers:
+            hidden.add(entry.mount_id)
+            continue
+        node, seen = entry, {entry.mount_id}
+        while True:
+            parent = by_id.get(node.parent_id)
+            if parent is None or parent.mount_id in seen:
+                break
+            if parent.mount_id in covers and node.mount_id not in covers[parent.mount_id]:
+                hidden.add(entry.mount_id)
+                break
+            node = parent
+            seen.add(node.mount_id)
+    return hidden
 
 
 # Super options of a v1 cgroup mount that are not controller names.

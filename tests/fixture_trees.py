@@ -44,3 +44,9 @@ def container(data: dict[str, Any], name: str) -> dict[str, Any]:
 def primary_key(data: dict[str, Any]) -> str:
     """The hierarchy cgstats reports ``cgroup`` from: cgroup2 on unified, else memory."""
     return "cgroup2" if data["mode"] == "unified" else "memory"
+
+
+def root_path(data: dict[str, Any], entry: dict[str, Any], hierarchy: str) -> str:
+    """The directory of a captured container in ``hierarchy``, inside the fixture tree."""
+    tree = next(root(name) for name in available() if capture(name)["date"] == data["date"])
+    return os.path.join(tree, entry["dirs"][hierarchy].lstrip("/"))

@@ -11,9 +11,9 @@ activated: since 5.x the kernel allocates a queue's throttle data the first
 time any cgroup sets a throttle rule for that disk, and from then until reboot
 it counts every cgroup's IO there (``blk_should_throtl()``); IO on other disks
 is not counted at all. A cgroup whose file lists no device is therefore
-ambiguous: the hierarchy root's recursive file (key ``root:...``) tells
-whether any disk is counted. If none is, the section is ``available: false``
-with the reason, rather than zero traffic.
+ambiguous: the hierarchy root's recursive file tells whether any disk is
+counted (the caller reads it and passes ``throttle_counted``). If none is,
+the section is ``available: false`` with the reason, rather than zero traffic.
 
 v2 file: ``io.stat``, lines ``MAJ:MIN rbytes=N wbytes=N rios=N wios=N dbytes=N
 dios=N`` for devices that saw IO (other keys such as ``cost.*`` are ignored).
@@ -39,7 +39,6 @@ V1_VARIANTS = (
 )
 # Read from the hierarchy root when a cgroup's throttle file lists no device.
 THROTTLE_ROOT_FILE = "blkio.throttle.io_service_bytes_recursive"
-ROOT_KEY = "root:" + THROTTLE_ROOT_FILE
 V2_FILES = ("io.stat",)
 
 NO_THROTTLE_ACCOUNTING = (
@@ -58,9 +57,9 @@ def v1_files(exists: Callable[[str], bool]) -> list[str]:
     return []
 
 
-def needs_root_check(bytes_file: str, text: str) -> bool:
-    """True when a throttle file lists no device: the root must say if any is counted."""
-    return ".throttle." in bytes_file and ":" not in text
+def lists_no_device(text: str) -> bool:
+    """True when a v1 rwstat file has only its ``Total`` line."""
+    return ":" not in text
 
 
 def parse_device(token: str, what: str) -> Device:
@@ -102,28 +101,32 @@ def parse_io_stat(text: str, what: str) -> dict[Device, dict[str, int]]:
 
 
 def build_v1(
-    texts: Mapping[str, str], problems: list[str], device_names: DeviceNames
+    texts: Mapping[str, str],
+    problems: list[str],
+    device_names: DeviceNames,
+    throttle_counted: bool = True,
 ) -> BlkioStats:
-    """BlkioStats from the v1 variant present in ``texts``."""
+    """BlkioStats from the v1 variant present in ``texts``.
+
+    ``throttle_counted`` says whether the kernel counts throttle IO on any
+    disk at all (see the module docstring); it only matters when the
+    throttle files list no device.
+    """
     for bytes_file, ops_file in V1_VARIANTS:
         if bytes_file in texts or ops_file in texts:
             break
     else:
-        return BlkioStats(
-            available=False, reason="no blkio statistics file is readable", devices=()
-        )
+        reason = "no blkio statistics file is readable"
+        return BlkioStats(available=False, reason=reason, devices=())
     try:
         service_bytes = parse_v1_rwstat(texts.get(bytes_file, ""), bytes_file)
         serviced = parse_v1_rwstat(texts.get(ops_file, ""), ops_file)
-        counted_anywhere = True
-        if not service_bytes and not serviced and ROOT_KEY in texts:
-            counted_anywhere = bool(parse_v1_rwstat(texts[ROOT_KEY], ROOT_KEY))
     except ParseError as err:
         problems.append(f"{err.what}: {err.reason}")
         return BlkioStats(
             available=False, reason=f"{err.what}: {err.reason}", devices=(), source=bytes_file
         )
-    if not counted_anywhere:
+    if not service_bytes and not serviced and ".throttle." in bytes_file and not throttle_counted:
         return BlkioStats(
             available=False, reason=NO_THROTTLE_ACCOUNTING, devices=(), source=bytes_file
         )

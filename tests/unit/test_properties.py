@@ -163,7 +163,7 @@ BUILDERS = [
     ("pressure", pressure.V2_FILES, lambda t, p: pressure.build(t, p)),
     (
         "blkio v1",
-        blkio.V1_VARIANTS[3] + (blkio.ROOT_KEY,),
+        blkio.V1_VARIANTS[3],
         lambda t, p: blkio.build_v1(t, p, lambda ma, mi: None),
     ),
     ("blkio v2", blkio.V2_FILES, lambda t, p: blkio.build_v2(t, p, lambda ma, mi: None)),

@@ -1,0 +1,91 @@
+"""cgstats inside other views of the hierarchy: a bind-mounted subtree (mount
+root other than ``/``) and a cgroup namespace with its own cgroup mounts.
+
+Both run ``python -m cgstats.dump`` in a private mount namespace made with
+``unshare``, so the host's mounts are never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+import workload
+
+pytestmark = pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare")
+
+DUMP = [sys.executable, "-m", "cgstats.dump", "--all", "--json"]
+
+
+def _mount_options(hierarchy: workload.Hierarchy) -> list[str]:
+    if hierarchy.version == 2:
+        return ["-t", "cgroup2", "cgroup2"]
+    options = ",".join(hierarchy.controllers) if hierarchy.controllers else "none"
+    if hierarchy.key.startswith("name="):
+        options = f"none,{hierarchy.key}"
+    return ["-t", "cgroup", "-o", options, "cgroup"]
+
+
+def _documents(output: str) -> dict[str, dict[str, Any]]:
+    return {d["id"]: d for d in map(json.loads, output.splitlines())}
+
+
+def test_bind_mounted_subtree(base: workload.Base) -> None:
+    container_id = workload.random_id()
+    container = base.container(f"docker/{container_id}", container_id=container_id)
+    container.spawn(workload.idle_argv())
+    # Show only the test's base cgroup at each mount point, as a container that
+    # bind-mounts part of the host's tree sees it.
+    binds = [
+        f"mount --bind {shlex.quote(base.base_dirs()[h.key])} {shlex.quote(h.mount_point)}"
+        for h in base.hierarchies
+    ]
+    script = " && ".join([*binds, "exec " + shlex.join(DUMP)])
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    document = _documents(result.stdout)[container_id]
+    # The cgroup path stays the full path: the mount root is accounted for.
+    primary = "cgroup2" if base.mode == "unified" else "memory"
+    assert document["cgroup"] == container.paths[primary]
+    assert document["pids"]["current"] == 1
+    assert document["cpu"]["usage_ns"] is not None
+    assert document["memory"]["usage_bytes"] is not None
+
+
+def test_cgroup_namespace_with_its_own_mounts(base: workload.Base) -> None:
+    outer = base.container("outer")
+    inner_id = workload.random_id()
+    inner = base.container(f"outer/docker/{inner_id}", container_id=inner_id)
+    sleeper = inner.spawn(workload.sleepers_argv(2))
+    sleeper.read_json()
+    # A process in "outer" enters a new cgroup namespace rooted there and mounts
+    # fresh hierarchies, as a container runtime does for a cgroupns container.
+    mounts = ["mount -t tmpfs cgstats-test /sys/fs/cgroup"]
+    for hierarchy in base.hierarchies:
+        mounts.append(f"mkdir -p {shlex.quote(hierarchy.mount_point)}")
+        mounts.append(shlex.join(["mount", *_mount_options(hierarchy), hierarchy.mount_point]))
+    script = " && ".join([*mounts, "exec " + shlex.join(DUMP)])
+    proc = outer.spawn(
+        ["unshare", "--cgroup", "--mount", "--propagation", "private", "sh", "-c", script]
+    )
+    assert proc.popen.stdout is not None
+    output = proc.popen.stdout.read().decode()
+    assert proc.wait().exitcode == 0
+    documents = _documents(output)
+    assert set(documents) == {inner_id}
+    document = documents[inner_id]
+    assert document["cgroup"] == f"/docker/{inner_id}"
+    assert document["runtime"] == "docker"
+    assert document["pids"]["current"] == 3
+    assert document["memory"]["usage_bytes"] > 0

@@ -1,0 +1,119 @@
+#!/bin/bash
+# Guest side of tests/vm/run_in_vm.py: runs as root (PID 1's child) inside the
+# virtme-ng guest. Usage: guest_setup.sh OUT
+#
+# OUT is the results directory shared read-write with the host (--rwdir). The
+# host leaves there:
+#   OUT/vm/argv   the command, NUL-separated
+#   OUT/vm/env    extra environment, NUL-separated NAME=VALUE
+#   OUT/vm/conf   NUL-separated: repo dir, venv dir
+# The guest writes:
+#   OUT/vm/booted      `uname -r` (proof that the kernel booted and we ran)
+#   OUT/vm/setup.log   what the setup did (controllers, cgroups, disk)
+#   OUT/vm/setup_failed  present if the setup could not be completed
+#   OUT/vm/stdout, OUT/vm/stderr, OUT/vm/exit_code   of the command
+set -u
+
+OUT=${1:?usage: guest_setup.sh OUT}
+VM="$OUT/vm"
+LOG="$VM/setup.log"
+uname -r > "$VM/booted"
+: > "$LOG"
+
+log() { printf '%s\n' "$*" >> "$LOG"; }
+fail() {
+    log "FAILED: $*"
+    printf '%s\n' "$*" > "$VM/setup_failed"
+    exit 1
+}
+
+mapfile -d '' CONF < "$VM/conf"
+REPO=${CONF[0]}
+VENV=${CONF[1]}
+
+# --- cgroup2 at /sys/fs/cgroup ---------------------------------------------
+CG=/sys/fs/cgroup
+if [ "$(stat -f -c %T "$CG" 2>/dev/null)" != cgroup2fs ]; then
+    mkdir -p "$CG" 2>/dev/null
+    mount -t cgroup2 -o nsdelegate cgroup2 "$CG" || fail "cannot mount cgroup2 at $CG"
+fi
+log "cgroup2 mounted at $CG"
+
+# Enable every available controller on $1's cgroup.subtree_control, one at a
+# time so a controller the kernel refuses does not block the others.
+enable_all() {
+    local dir=$1 c
+    for c in $(cat "$dir/cgroup.controllers"); do
+        echo "+$c" > "$dir/cgroup.subtree_control" 2>> "$LOG" \
+            || log "could not enable $c in $dir"
+    done
+    log "$dir subtree_control: $(cat "$dir/cgroup.subtree_control")"
+}
+
+# Layout (see tests/vm/README.md):
+#   /sys/fs/cgroup                   root: every controller delegated; this
+#                                    setup shell stays here
+#   /sys/fs/cgroup/cgstats-vm        no processes, every controller delegated
+#   /sys/fs/cgroup/cgstats-vm/runner = $CGSTATS_VM_CGROUP: the command and
+#                                    nothing else, subtree_control left empty.
+# v2's no-internal-process rule: a non-root cgroup that holds processes cannot
+# enable controllers for its children. A test that wants controllers beneath
+# its own cgroup first moves the processes of its own cgroup into a leaf child
+# (e.g. runner/self), then writes runner/cgroup.subtree_control.
+BASE="$CG/cgstats-vm"
+RUNNER="$BASE/runner"
+enable_all "$CG"
+mkdir -p "$RUNNER" || fail "cannot create $RUNNER"
+enable_all "$BASE"
+log "$RUNNER controllers: $(cat "$RUNNER/cgroup.controllers")"
+
+# --- the virtio disk ---------------------------------------------------------
+DISK_DIR=""
+DISK_DEV=""
+if [ -b /dev/vda ]; then
+    DISK_DIR=/run/cgstats-vm/disk
+    mkdir -p "$DISK_DIR"
+    if mount -t ext4 /dev/vda "$DISK_DIR" 2>> "$LOG"; then
+        DISK_DEV=$(cat /sys/block/vda/dev)
+        log "/dev/vda ($DISK_DEV) mounted at $DISK_DIR"
+    else
+        fail "cannot mount /dev/vda"
+    fi
+else
+    log "no /dev/vda"
+fi
+
+# --- environment -------------------------------------------------------------
+# Start from a clean, known environment; the host adds to it through OUT/vm/env.
+unset PYTHONHOME PYTHONPATH
+export HOME=/root
+export PATH="$VENV/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+export VIRTUAL_ENV="$VENV"
+export PYTHONDONTWRITEBYTECODE=1   # the shared host root is read-only
+export CGSTATS_VM=1
+export CGSTATS_VM_OUT="$OUT"
+export CGSTATS_VM_CGROUP="$RUNNER"
+export CGSTATS_VM_DISK="$DISK_DIR"
+export CGSTATS_VM_DISK_DEV="$DISK_DEV"
+while IFS= read -r -d '' kv; do
+    export "${kv?}"
+done < "$VM/env"
+log "python: $(command -v python)"
+
+cd "$REPO" || fail "cannot cd to $REPO"
+mapfile -d '' ARGV < "$VM/argv"
+[ "${#ARGV[@]}" -gt 0 ] || fail "empty command"
+
+# --- the command -------------------------------------------------------------
+log "running: ${ARGV[*]}"
+# A subshell joins the runner cgroup alone, then becomes the command.
+(
+    echo "$BASHPID" > "$RUNNER/cgroup.procs" || {
+        echo "cannot join $RUNNER" > "$VM/setup_failed"; exit 125; }
+    exec "${ARGV[@]}"
+) > "$VM/stdout" 2> "$VM/stderr" < /dev/null
+rc=$?
+echo "$rc" > "$VM/exit_code.tmp" && mv "$VM/exit_code.tmp" "$VM/exit_code"
+log "exit code $rc"
+sync
+exit 0
