@@ -19,7 +19,7 @@ import resource
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Union
+from typing import Any, Union
 
 INITIAL_BUFFER = 4096
 DEFAULT_EVICT_IDLE_S = 60.0
@@ -54,7 +54,7 @@ class FileCache:
         self._capacity = default_capacity() if capacity is None else max(1, capacity)
         self._evict_idle_s = evict_idle_s
         # path -> [fd, buffer size that last held the whole file, last use (monotonic)]
-        self._entries: OrderedDict[str, list[Union[int, float]]] = OrderedDict()
+        self._entries: OrderedDict[str, list[Any]] = OrderedDict()
 
     @property
     def capacity(self) -> int:
@@ -94,7 +94,7 @@ class FileCache:
                 else:
                     entries.move_to_end(path)
                     entry[2] = now
-                fd, size = int(entry[0]), int(entry[1])
+                fd, size, _used = entry
                 data = pread(fd, size, 0)
                 if len(data) >= size:
                     # The file filled the buffer: it may be longer. Grow and re-read.
@@ -109,7 +109,7 @@ class FileCache:
             results.append(data)
         return results
 
-    def _admit(self, path: str, now: float) -> list[Union[int, float]] | None:
+    def _admit(self, path: str, now: float) -> list[Any] | None:
         """Open ``path`` and keep it, or ``None`` when no descriptor may be freed."""
         entries = self._entries
         while len(entries) >= self._capacity:
@@ -117,8 +117,8 @@ class FileCache:
             if now - oldest[2] < self._evict_idle_s:
                 return None
             del entries[oldest_path]
-            os.close(int(oldest[0]))
-        entry: list[Union[int, float]] = [os.open(path, _FLAGS), INITIAL_BUFFER, now]
+            os.close(oldest[0])
+        entry = [os.open(path, _FLAGS), INITIAL_BUFFER, now]
         entries[path] = entry
         return entry
 
@@ -126,7 +126,7 @@ class FileCache:
         """Close the descriptor of ``path`` if one is held."""
         entry = self._entries.pop(path, None)
         if entry is not None:
-            os.close(int(entry[0]))
+            os.close(entry[0])
 
     def forget_all(self, paths: Iterable[str]) -> None:
         """Close the descriptors of every path in ``paths``."""
@@ -137,7 +137,7 @@ class FileCache:
         """Close every held descriptor."""
         while self._entries:
             _path, entry = self._entries.popitem()
-            os.close(int(entry[0]))
+            os.close(entry[0])
 
 
 def _read_once(path: str) -> bytes:

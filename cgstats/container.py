@@ -67,7 +67,7 @@ class Container:
             raise ContainerGone(ref.id, f"{ref.directory}: {err.strerror}") from None
         self._procs_path = os.path.join(ref.directory, "cgroup.procs")
         self._dirs = self._directories()
-        listings = {directory: _listing(directory) for directory in set(self._dirs.values())}
+        listings = {directory: self._listing(directory) for directory in set(self._dirs.values())}
         self._plan: list[tuple[str, str]] = []
         # (throttle bytes file, the hierarchy root's recursive one) on v1 throttle hosts
         self._blkio_root: Optional[tuple[str, str]] = None
@@ -75,7 +75,9 @@ class Container:
         self._keys = [key for key, _path in self._plan]
         self._paths = [path for _key, path in self._plan]
         self._net_pid: Optional[int] = None
+        self._net_link = ""
         self._net_inode = 0
+        self._net_paths = ("", "")
         self._closed = False
 
     # -- opening -------------------------------------------------------------
@@ -138,6 +140,14 @@ class Container:
             except (OSError, UnicodeDecodeError):
                 continue
         return {}
+
+    def _listing(self, directory: str) -> frozenset[str]:
+        try:
+            return frozenset(os.listdir(directory))
+        except OSError as err:
+            if err.errno in _GONE:
+                raise ContainerGone(self.ref.id, f"{directory}: {err.strerror}") from None
+            return frozenset()  # unreadable: its controller's fields stay None
 
     def _make_plan(self, listings: Mapping[str, frozenset[str]]) -> dict[str, bool]:
         dirs = self._dirs
@@ -285,55 +295,62 @@ class Container:
     def _read_net(self, problems: list[str]) -> Optional[NetStats]:
         """``net/dev`` of a live process in the container; ``None`` if it has none.
 
-        The kept ``net/dev`` descriptor keeps answering after its process exits,
-        so the process is checked after the read through its ``ns/net`` link:
-        if that is gone, or names another namespace (pid reused), the next
-        process of the cgroup is tried.
+        The process read last time is tried first; if it has exited, the
+        container's other processes are tried in turn.
         """
-        cache = self.host.files
-        candidates: list[int] = [self._net_pid] if self._net_pid is not None else []
-        tried_fresh = False
-        while True:
-            if not candidates:
-                if tried_fresh:
-                    self._net_pid = None
-                    return None
-                candidates = self._pids()
-                tried_fresh = True
-                continue
-            pid = candidates.pop(0)
-            dev_path = self.host.proc_path(pid, "net/dev")
-            first_use = pid != self._net_pid
-            try:
-                if first_use:
-                    cache.forget(dev_path)
-                    expected = self._netns_inode(pid)
-                else:
-                    expected = self._net_inode
-                data = cache.read(dev_path)
-                current = self._netns_inode(pid)
-            except (OSError, ParseError):
-                cache.forget(dev_path)  # the process exited: try the next one
-                continue
-            if current != expected:
-                cache.forget(dev_path)  # pid reused by a process in another namespace
+        if self._net_pid is not None:
+            alive, stats = self._net_of(self._net_pid, self._net_link, problems)
+            if alive:
+                return stats
+        for pid in self._pids():
+            if pid == self._net_pid:
                 continue
             try:
-                interfaces = parse_net_dev(data.decode("utf-8", "replace"), dev_path)
-            except ParseError as err:
-                problems.append(f"net/dev: {err.reason}")
-                return None
-            self._net_pid, self._net_inode = pid, current
-            host_inode = self.host.host_netns
-            return NetStats(
-                netns=current,
-                shared_with_host=None if host_inode is None else current == host_inode,
-                interfaces=interfaces,
-                pid=pid,
-            )
+                link = os.readlink(self.host.proc_path(pid, "ns/net"))
+            except OSError:
+                continue  # exited since cgroup.procs was read
+            # A descriptor kept from an earlier process with this pid is stale.
+            self.host.files.forget(self.host.proc_path(pid, "net/dev"))
+            alive, stats = self._net_of(pid, link, problems)
+            if alive:
+                return stats
+        self._net_pid = None
+        return None
 
-    def _netns_inode(self, pid: int) -> int:
-        return parse_netns_link(os.readlink(self.host.proc_path(pid, "ns/net")))
+    def _net_of(self, pid: int, link: str, problems: list[str]) -> tuple[bool, Optional[NetStats]]:
+        """(alive, NetStats) of ``pid``, whose ``ns/net`` link read ``link``.
+
+        The kept ``net/dev`` descriptor keeps answering after its process
+        exits, so the link is read again after the data: if it is gone, or
+        names another namespace (the pid was reused), the data is discarded.
+        """
+        host = self.host
+        if pid != self._net_pid:
+            self._net_paths = (host.proc_path(pid, "net/dev"), host.proc_path(pid, "ns/net"))
+        dev_path, ns_path = self._net_paths
+        try:
+            data = host.files.read(dev_path)
+            still = os.readlink(ns_path)
+        except OSError:
+            still = ""
+        if still != link:
+            host.files.forget(dev_path)
+            return False, None
+        try:
+            if pid != self._net_pid or link != self._net_link:
+                self._net_inode = parse_netns_link(link)
+            interfaces = parse_net_dev(data.decode("utf-8", "replace"), dev_path)
+        except ParseError as err:
+            problems.append(f"net/dev: {err.reason}")
+            return True, None
+        self._net_pid, self._net_link = pid, link
+        host_inode = host.host_netns
+        return True, NetStats(
+            netns=self._net_inode,
+            shared_with_host=None if host_inode is None else self._net_inode == host_inode,
+            interfaces=interfaces,
+            pid=pid,
+        )
 
     # -- closing -------------------------------------------------------------
 
@@ -345,7 +362,7 @@ class Container:
         self.host.files.forget_all(path for _key, path in self._plan)
         self.host.files.forget(self._procs_path)
         if self._net_pid is not None:
-            self.host.files.forget(self.host.proc_path(self._net_pid, "net/dev"))
+            self.host.files.forget(self._net_paths[0])
         self.host.forget(self)
 
     @property
@@ -375,13 +392,6 @@ class Container:
 
     def __repr__(self) -> str:
         return f"<Container {self.ref.id[:12]} {self.ref.cgroup!r} v{self.version}>"
-
-
-def _listing(directory: str) -> frozenset[str]:
-    try:
-        return frozenset(os.listdir(directory))
-    except OSError:
-        return frozenset()
 
 
 def _is_dir(path: str) -> bool:

@@ -62,8 +62,10 @@ def parse_v1_limit(text: str, what: str) -> Optional[int]:
     return value
 
 
-# A whole well-formed flat-keyed file, checked in one pass (ASCII digits only).
-_FLAT_KEYED = re.compile(r"(?:[^\s]+ -?[0-9]+\n)*(?:[^\s]+ -?[0-9]+)?", re.ASCII)
+# A whole well-formed flat-keyed file, checked in one pass: printable ASCII
+# keys, ASCII decimal values, single spaces and newlines (so that str.split()
+# afterwards cuts exactly there and nowhere else).
+_FLAT_KEYED = re.compile(r"(?:[!-~]+ -?[0-9]+\n)*(?:[!-~]+ -?[0-9]+)?")
 
 
 def parse_flat_keyed(text: str, what: str) -> dict[str, int]:

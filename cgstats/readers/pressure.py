@@ -22,32 +22,31 @@ V2_FILES = tuple(f"{resource}.pressure" for resource in RESOURCES)
 HYBRID_FILES = tuple(f"unified:{name}" for name in V2_FILES)
 
 
-_LINE = re.compile(
-    r"(some|full) avg10=([0-9]+\.[0-9]+) avg60=([0-9]+\.[0-9]+) "
-    r"avg300=([0-9]+\.[0-9]+) total=([0-9]+)\n?",
-    re.ASCII,
-)
+_AVERAGES = r"avg10=([0-9]+\.[0-9]+) avg60=([0-9]+\.[0-9]+) avg300=([0-9]+\.[0-9]+) total=([0-9]+)"
+# The whole file as every kernel since 5.13 prints it (cpu.pressure has a
+# zero "full" line since then), matched in one pass.
+_BOTH_LINES = re.compile(f"some {_AVERAGES}\nfull {_AVERAGES}\n?", re.ASCII)
 
 
 def parse_pressure(text: str, what: str) -> PressureResource:
     """One ``*.pressure`` file; a line the kernel does not print is ``None``."""
+    match = _BOTH_LINES.fullmatch(text)
+    if match is not None:
+        values = match.groups()
+        return PressureResource(
+            some=PressureLine(float(values[0]), float(values[1]), float(values[2]), int(values[3])),
+            full=PressureLine(float(values[4]), float(values[5]), float(values[6]), int(values[7])),
+        )
     lines: dict[str, PressureLine] = {}
-    matches = [_LINE.fullmatch(line) for line in text.splitlines()]
-    if matches and all(matches):
-        # The hot path: every line in the kernel's exact format.
-        for match in matches:
-            kind, avg10, avg60, avg300, total = match.groups()  # type: ignore[union-attr]
-            lines[kind] = PressureLine(float(avg10), float(avg60), float(avg300), int(total))
-        return PressureResource(some=lines.get("some"), full=lines.get("full"))
-    for kind, values in parse_nested_keyed(text, what):
+    for kind, fields in parse_nested_keyed(text, what):
         if kind not in ("some", "full"):
             continue  # future line kinds are not fatal
         try:
             lines[kind] = PressureLine(
-                avg10=to_float(values["avg10"], what),
-                avg60=to_float(values["avg60"], what),
-                avg300=to_float(values["avg300"], what),
-                total_us=to_int(values["total"], what),
+                avg10=to_float(fields["avg10"], what),
+                avg60=to_float(fields["avg60"], what),
+                avg300=to_float(fields["avg300"], what),
+                total_us=to_int(fields["total"], what),
             )
         except KeyError as missing:
             raise ParseError(what, f"{kind} line lacks {missing}") from None

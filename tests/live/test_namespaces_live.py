@@ -89,3 +89,33 @@ def test_cgroup_namespace_with_its_own_mounts(base: workload.Base) -> None:
     assert document["runtime"] == "docker"
     assert document["pids"]["current"] == 3
     assert document["memory"]["usage_bytes"] > 0
+
+
+def test_host_root_mounted_elsewhere(base: workload.Base, tmp_path: object) -> None:
+    container_id = workload.random_id()
+    container = base.container(f"docker/{container_id}", container_id=container_id)
+    container.spawn(workload.sleepers_argv(3)).read_json()
+    host_root = f"{tmp_path}/host"
+    # As an agent container that mounts the host's / at /host sees it.
+    script = (
+        f"mkdir -p {shlex.quote(host_root)} && mount --rbind / {shlex.quote(host_root)} && "
+        + shlex.join([*DUMP[:3], "--json", "--root", host_root, container_id])
+        + " && CGSTATS_ROOT="
+        + shlex.quote(host_root)
+        + " "
+        + shlex.join([*DUMP[:3], "--json", f"pid:{container.pids()[0]}"])
+    )
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    by_id, by_pid = (json.loads(line) for line in result.stdout.splitlines())
+    for document in (by_id, by_pid):
+        assert document["id"] == container_id
+        assert document["pids"]["current"] == 4
+        assert document["memory"]["usage_bytes"] > 0
+    assert by_id["cgroup"] == by_pid["cgroup"]
