@@ -12,11 +12,11 @@ import errno
 import os
 import time
 from collections.abc import Mapping
-from types import TracebackType
 from typing import TYPE_CHECKING, Optional
 
 import attrs
 
+from cgstats._closing import Closing
 from cgstats.discovery import identify, parse_proc_cgroup
 from cgstats.errors import ContainerGone, ParseError
 from cgstats.model import NetStats, Sample
@@ -54,7 +54,7 @@ class ContainerRef:
     paths: Mapping[str, str] = attrs.field(factory=dict, eq=False)
 
 
-class Container:
+class Container(Closing):
     """An open container. Use :meth:`read`; close with :meth:`close` or ``with``."""
 
     def __init__(self, host: Host, ref: ContainerRef) -> None:
@@ -378,17 +378,6 @@ class Container:
     def directories(self) -> dict[str, str]:
         """The container's directory per controller (``unified`` for the v2 tree)."""
         return dict(self._dirs)
-
-    def __enter__(self) -> Container:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        traceback: Optional[TracebackType],
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<Container {self.ref.id[:12]} {self.ref.cgroup!r} v{self.version}>"

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import weakref
-from types import TracebackType
 from typing import Optional, Union
 
 from cgstats import mounts
+from cgstats._closing import Closing
 from cgstats._fileio import DEFAULT_EVICT_IDLE_S, FileCache
 from cgstats.container import Container, ContainerRef
 from cgstats.discovery import (
@@ -43,7 +43,7 @@ _PRIMARY_ORDER = ("memory", "cpuacct", "cpu", "pids", "blkio")
 ContainerSpec = Union[str, ContainerRef]
 
 
-class Host:
+class Host(Closing):
     """The cgroup view of one host.
 
     ``root`` (default ``$CGSTATS_ROOT`` or ``/``) is the prefix under which
@@ -220,17 +220,6 @@ class Host:
         for container in list(self._containers):
             container.close()
         self.files.close()
-
-    def __enter__(self) -> Host:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        traceback: Optional[TracebackType],
-    ) -> None:
-        self.close()
 
     # -- host facts ----------------------------------------------------------
 

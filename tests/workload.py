@@ -414,6 +414,10 @@ class Proc:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"pid {self.pid} still running after {timeout}s")
             time.sleep(0.01)
+        return self._reaped(status, ru)
+
+    def _reaped(self, status: int, ru: Any) -> Exited:
+        """Record how the process ended (status and rusage from ``os.wait4``)."""
         code = os.waitstatus_to_exitcode(status)
         self.popen.returncode = code
         self.exited = Exited(
@@ -436,18 +440,7 @@ class Proc:
         except ChildProcessError:
             return None
         if pid == self.pid:
-            # not consumed yet by wait(): redo bookkeeping
-            code = os.waitstatus_to_exitcode(_status)
-            self.popen.returncode = code
-            self.exited = Exited(
-                _status,
-                code,
-                round(_ru.ru_utime * 1e6) * 1000,
-                round(_ru.ru_stime * 1e6) * 1000,
-                _ru.ru_maxrss,
-            )
-            if self.popen.stdout is not None:
-                self.popen.stdout.close()
+            return self._reaped(_status, _ru)
         return self.exited
 
     def kill(self) -> None:

@@ -130,24 +130,16 @@ def build_v1(
         return BlkioStats(
             available=False, reason=NO_THROTTLE_ACCOUNTING, devices=(), source=bytes_file
         )
-    devices = []
-    for device in sorted(service_bytes.keys() | serviced.keys()):
-        nbytes = service_bytes.get(device, {})
-        nops = serviced.get(device, {})
-        devices.append(
-            BlkioDevice(
-                major=device[0],
-                minor=device[1],
-                device=device_names(*device),
-                read_bytes=nbytes.get("Read"),
-                write_bytes=nbytes.get("Write"),
-                read_ops=nops.get("Read"),
-                write_ops=nops.get("Write"),
-                discard_bytes=nbytes.get("Discard"),
-                discard_ops=nops.get("Discard"),
-            )
-        )
-    return BlkioStats(available=True, reason=None, devices=tuple(devices), source=bytes_file)
+    merged: dict[Device, dict[str, int]] = {}
+    for counts, names in ((service_bytes, _V1_BYTES), (serviced, _V1_OPS)):
+        for device, ops in counts.items():
+            values = merged.setdefault(device, {})
+            for op, key in names.items():
+                if op in ops:
+                    values[key] = ops[op]
+    return BlkioStats(
+        available=True, reason=None, devices=_devices(merged, device_names), source=bytes_file
+    )
 
 
 def build_v2(
@@ -162,7 +154,21 @@ def build_v2(
     except ParseError as err:
         problems.append(f"io.stat: {err.reason}")
         return BlkioStats(available=False, reason=f"io.stat: {err.reason}", devices=())
-    devices = tuple(
+    return BlkioStats(
+        available=True, reason=None, devices=_devices(stat, device_names), source="io.stat"
+    )
+
+
+# v1 operation names, as the v2 io.stat keys they correspond to.
+_V1_BYTES = {"Read": "rbytes", "Write": "wbytes", "Discard": "dbytes"}
+_V1_OPS = {"Read": "rios", "Write": "wios", "Discard": "dios"}
+
+
+def _devices(
+    stat: Mapping[Device, Mapping[str, int]], device_names: DeviceNames
+) -> tuple[BlkioDevice, ...]:
+    """One record per device, from io.stat-style keys (rbytes wbytes rios wios dbytes dios)."""
+    return tuple(
         BlkioDevice(
             major=device[0],
             minor=device[1],
@@ -176,4 +182,3 @@ def build_v2(
         )
         for device, values in sorted(stat.items())
     )
-    return BlkioStats(available=True, reason=None, devices=devices, source="io.stat")

@@ -31,6 +31,19 @@ def _mount_options(hierarchy: workload.Hierarchy) -> list[str]:
     return ["-t", "cgroup", "-o", options, "cgroup"]
 
 
+def _in_private_mount_namespace(script: str) -> subprocess.CompletedProcess[str]:
+    """Run a shell script in a new mount namespace; the host's mounts stay untouched."""
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 def _documents(output: str) -> dict[str, dict[str, Any]]:
     return {d["id"]: d for d in map(json.loads, output.splitlines())}
 
@@ -46,14 +59,7 @@ def test_bind_mounted_subtree(base: workload.Base) -> None:
         for h in base.hierarchies
     ]
     script = " && ".join([*binds, "exec " + shlex.join(DUMP)])
-    result = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
+    result = _in_private_mount_namespace(script)
     document = _documents(result.stdout)[container_id]
     # The cgroup path stays the full path: the mount root is accounted for.
     primary = "cgroup2" if base.mode == "unified" else "memory"
@@ -105,14 +111,7 @@ def test_host_root_mounted_elsewhere(base: workload.Base, tmp_path: object) -> N
         + " "
         + shlex.join([*DUMP[:3], "--json", f"pid:{container.pids()[0]}"])
     )
-    result = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
+    result = _in_private_mount_namespace(script)
     by_id, by_pid = (json.loads(line) for line in result.stdout.splitlines())
     for document in (by_id, by_pid):
         assert document["id"] == container_id

@@ -25,12 +25,18 @@ def test_rereads_fresh_content_and_grows_the_buffer(tmp_path: os.PathLike[str]) 
     assert len(cache) == 0
 
 
-def test_least_recently_used_closes_first(tmp_path: os.PathLike[str]) -> None:
+def _numbered_files(directory: os.PathLike[str], count: int) -> list[str]:
+    """Files ``0`` .. ``count - 1`` in ``directory``, each holding its own name."""
     paths = []
-    for index in range(5):
-        paths.append(os.path.join(tmp_path, str(index)))
+    for index in range(count):
+        paths.append(os.path.join(directory, str(index)))
         with open(paths[-1], "w", encoding="ascii") as handle:
             handle.write(str(index))
+    return paths
+
+
+def test_least_recently_used_closes_first(tmp_path: os.PathLike[str]) -> None:
+    paths = _numbered_files(tmp_path, 5)
     cache = FileCache(3, evict_idle_s=0.0)
     for path in paths[:3]:
         cache.read(path)
@@ -46,11 +52,7 @@ def test_least_recently_used_closes_first(tmp_path: os.PathLike[str]) -> None:
 def test_a_cyclic_scan_larger_than_the_bound_keeps_its_descriptors(
     tmp_path: os.PathLike[str],
 ) -> None:
-    paths = []
-    for index in range(6):
-        paths.append(os.path.join(tmp_path, str(index)))
-        with open(paths[-1], "w", encoding="ascii") as handle:
-            handle.write(str(index))
+    paths = _numbered_files(tmp_path, 6)
     cache = FileCache(4, evict_idle_s=60.0)
     for _ in range(3):
         results = cache.read_many(paths)

@@ -8,14 +8,12 @@ processes, packets) while the kernel's files were copied.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from typing import Any
 
 import fixture_trees
 import pytest
 
-from cgstats import Host
+from cgstats import Host, dump
 from cgstats.errors import ContainerNotFound
 from cgstats.model import Sample
 
@@ -302,48 +300,30 @@ def test_not_containers_are_refused_by_id(host: Host, data: dict[str, Any]) -> N
         host.read("0" * 64)
 
 
-def test_cli_json_all(tree: str, data: dict[str, Any]) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cgstats.dump",
-            "--root",
-            fixture_trees.root(tree),
-            "--all",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    documents = [json.loads(line) for line in result.stdout.splitlines()]
+def _dump(capsys: pytest.CaptureFixture[str], tree: str, *args: str) -> str:
+    """stdout of ``python -m cgstats.dump --root <tree> ARGS`` (run in-process)."""
+    assert dump.main(["--root", fixture_trees.root(tree), *args]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return captured.out
+
+
+def test_cli_json_all(capsys: pytest.CaptureFixture[str], tree: str, data: dict[str, Any]) -> None:
+    documents = [json.loads(line) for line in _dump(capsys, tree, "--all", "--json").splitlines()]
     assert {d["id"] for d in documents} == {
         c["id"] for c in data["containers"] if c["expect_container"]
     }
     assert all(d.keys() >= CONTRACT for d in documents)
 
 
-def test_cli_report_names_sections(tree: str, data: dict[str, Any]) -> None:
+def test_cli_report_names_sections(
+    capsys: pytest.CaptureFixture[str], tree: str, data: dict[str, Any]
+) -> None:
     main = fixture_trees.container(data, "main")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cgstats.dump",
-            "--root",
-            fixture_trees.root(tree),
-            main["short_id"],
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    output = _dump(capsys, tree, main["short_id"])
     for section in ("cpu", "memory", "blkio", "net", "pids", "pressure"):
-        assert f"  {section} " in result.stdout
-    assert "limit 0.5 cores" in result.stdout
+        assert f"  {section} " in output
+    assert "limit 0.5 cores" in output
 
 
 def test_v1_throttle_file_without_device_lines(host: Host, data: dict[str, Any]) -> None:
