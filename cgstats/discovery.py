@@ -97,7 +97,10 @@ def parse_spec(spec: str) -> Spec:
             raise InvalidContainerId(spec, "expected pid:N with N a positive process ID")
         return ProcessSpec(int(number))
     if spec.startswith("/"):
-        return CgroupPath(_clean_cgroup_path(spec))
+        path = _clean_cgroup_path(spec)
+        if path == "/":
+            raise InvalidContainerId(spec, "the root cgroup is the whole host, not a container")
+        return CgroupPath(path)
     if "/" in spec or "\\" in spec:
         raise InvalidContainerId(spec, "a container ID cannot contain path separators")
     if spec in (".", "..") or not _HEX.fullmatch(spec):

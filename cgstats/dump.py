@@ -92,11 +92,15 @@ def _dump(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 if args.all:
                     continue  # removed since it was listed: nothing to report
                 print(f"cgstats: container {target!r} is gone", file=err)
-                status = EXIT_NOT_FOUND
+                status = max(status, EXIT_NOT_FOUND)
+                continue
+            except InvalidContainerId as error:  # e.g. a path whose symlinks lead out
+                print(f"cgstats: {error}", file=err)
+                status = EXIT_USAGE
                 continue
             except CgstatsError as error:
                 print(f"cgstats: {error}", file=err)
-                status = EXIT_NOT_FOUND
+                status = max(status, EXIT_NOT_FOUND)
                 continue
             if args.json:
                 out.write(json.dumps(sample.to_dict(), separators=(",", ":")) + "\n")

@@ -115,8 +115,6 @@ class Host(Closing):
         return self._ref(matches[0])
 
     def _resolve_path(self, spec: str, path: str) -> ContainerRef:
-        if path == "/":
-            raise InvalidContainerId(spec, "the root cgroup is the whole host, not a container")
         for hierarchy in self._hierarchies_by_preference():
             directory = hierarchy.directory(path)
             if directory is None or not os.path.isdir(directory):

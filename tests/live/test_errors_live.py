@@ -85,7 +85,7 @@ def test_cli_exit_codes_and_messages(base: workload.Base) -> None:
     assert unknown.returncode == 1
     assert unknown.stderr.count("\n") == 1 and "not found" in unknown.stderr
 
-    for bad in ("abc", "../../etc", "a/b", "/docker/../..", "pid:x", "zzzz"):
+    for bad in ("abc", "../../etc", "a/b", "/docker/../..", "pid:x", "zzzz", "/", "-"):
         result = dump(bad)
         assert result.returncode == 2, bad
         assert result.stderr.startswith("cgstats: invalid container"), result.stderr

@@ -32,6 +32,8 @@ UID = "0b7f3c1e-9d2a-4c5b-8e6f-1a2b3c4d5e6f"
         ("", "empty"),
         ("/docker/../../etc", "'..'"),
         ("/docker/./x", "'.'"),
+        ("/", "root cgroup"),
+        ("//", "root cgroup"),
         ("/docker/\nx", "control"),
         ("pid:", "pid:N"),
         ("pid:-1", "pid:N"),
