@@ -10,7 +10,8 @@ then measures in the same run, per container per sample:
   ``net/dev``) by opening, reading and closing each;
 - ``pread``: ``os.pread`` at offset 0 on the same files already open (no parsing).
 
-Prints microseconds per container and the ratio to each floor; ``--json``
+Also times ``Host.containers()`` (enumeration of every container on the
+host). Prints microseconds per container and the ratio to each floor; ``--json``
 writes the figures. Needs root. Run with ``tox -e bench`` or
 ``python benchmarks/bench_read.py --counts 10,100``.
 """
@@ -50,7 +51,7 @@ def containers(count: int, netns: bool) -> Iterator[list[workload.Container]]:
         yield built
 
 
-def best_of(repeats: int, function: Callable[[], None]) -> float:
+def best_of(repeats: int, function: Callable[[], object]) -> float:
     """Seconds of the fastest of ``repeats`` calls (the least disturbed run)."""
     timings = []
     for _ in range(repeats):
@@ -145,6 +146,9 @@ def main() -> int:
             handles = [host.open(str(container.id)) for container in built]
             rounds = args.rounds or max(1, 2000 // count)
             row: dict[str, Any] = {"containers": count, "rounds": rounds}
+            listed = {ref.id for ref in host.containers()}
+            assert {str(c.id) for c in built} <= listed
+            row["enumerate_ms"] = best_of(args.repeats, host.containers) * 1e3
             row.update(measure(host, handles, rounds, args.repeats))
             row["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             rows.append(row)

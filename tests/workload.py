@@ -1255,9 +1255,9 @@ def udp_sender_argv(
 
     ``port=0``: bind a receiver on ``dest`` in the same process (loopback) and
     read every datagram back.  The report has ``net_dev_delta`` of ``iface``
-    measured from /proc/self/net/dev around the sending.  On the wire each
-    datagram is ``size + 28`` bytes of IPv4 packet, ``size + 42`` with the
-    Ethernet header that /proc/net/dev counts on lo and veth.
+    measured from /proc/self/net/dev around the sending.  /proc/net/dev counts
+    each datagram as ``size + 28`` bytes (IPv4 and UDP headers) on lo and
+    ``size + 42`` on veth, which adds the Ethernet header.
     """
     return py(UDP_SENDER, packets, size, dest, port, iface)
 
