@@ -70,25 +70,39 @@ def test_bind_mounted_subtree(base: workload.Base) -> None:
 
 
 def test_cgroup_namespace_with_its_own_mounts(base: workload.Base) -> None:
+    # A container "outer" with its own cgroup namespace and fresh cgroup mounts,
+    # as a runtime makes for a cgroupns container; cgstats runs inside it
+    # (nsenter, as with "docker exec") and sees the containers nested in it.
     outer = base.container("outer")
-    inner_id = workload.random_id()
-    inner = base.container(f"outer/docker/{inner_id}", container_id=inner_id)
-    sleeper = inner.spawn(workload.sleepers_argv(2))
-    sleeper.read_json()
-    # A process in "outer" enters a new cgroup namespace rooted there and mounts
-    # fresh hierarchies, as a container runtime does for a cgroupns container.
     mounts = ["mount -t tmpfs cgstats-test /sys/fs/cgroup"]
     for hierarchy in base.hierarchies:
-        mounts.append(f"mkdir -p {shlex.quote(hierarchy.mount_point)}")
+        point = shlex.quote(hierarchy.mount_point)
+        mounts.append(f"mkdir -p {point}")
         mounts.append(shlex.join(["mount", *_mount_options(hierarchy), hierarchy.mount_point]))
-    script = " && ".join([*mounts, "exec " + shlex.join(DUMP)])
-    proc = outer.spawn(
+        # Leave the namespace root empty (cgroup v2 allows no process in a
+        # cgroup whose children have controllers), as an init inside would.
+        mounts.append(f"mkdir {point}/agent")
+        if "cpuset" in hierarchy.controllers:  # a v1 cpuset starts empty
+            for name in ("cpuset.cpus", "cpuset.mems"):
+                mounts.append(f"cat {point}/{name} > {point}/agent/{name}")
+        mounts.append(f"echo $$ > {point}/agent/cgroup.procs")
+    script = " && ".join([*mounts, "echo '{\"ready\": true}'", "exec sleep infinity"])
+    holder = outer.spawn(
         ["unshare", "--cgroup", "--mount", "--propagation", "private", "sh", "-c", script]
     )
-    assert proc.popen.stdout is not None
-    output = proc.popen.stdout.read().decode()
-    assert proc.wait().exitcode == 0
-    documents = _documents(output)
+    assert holder.read_json()["ready"]
+    inner_id = workload.random_id()
+    inner = base.container(f"outer/docker/{inner_id}", container_id=inner_id)
+    inner.spawn(workload.sleepers_argv(2)).read_json()
+    result = subprocess.run(
+        ["nsenter", f"--target={holder.pid}", "--cgroup", "--mount", "--", *DUMP],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    documents = _documents(result.stdout)
     assert set(documents) == {inner_id}
     document = documents[inner_id]
     assert document["cgroup"] == f"/docker/{inner_id}"

@@ -8,6 +8,7 @@ least what was touched and under 48 MiB more; O_DIRECT bytes exact up to
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import workload
@@ -153,6 +154,8 @@ def test_net_moves_on_when_its_process_exits(base: workload.Base, host: Host) ->
     with workload.Netns() as netns:
         first = container.spawn(workload.idle_argv(), netns=netns)
         second = container.spawn(workload.idle_argv(), netns=netns)
+        for proc in (first, second):
+            _wait_in_netns(proc.pid, netns)
         assert container.id is not None
         with host.open(container.id) as handle:
             before = handle.read().net
@@ -163,6 +166,14 @@ def test_net_moves_on_when_its_process_exits(base: workload.Base, host: Host) ->
             assert after is not None
             assert after.pid != before.pid and after.netns == before.netns == netns.inode
         container.kill_all()
+
+
+def _wait_in_netns(pid: int, netns: workload.Netns, timeout: float = 30.0) -> None:
+    """Wait until ``ip netns exec`` has moved ``pid`` into ``netns``."""
+    deadline = time.monotonic() + timeout
+    while os.readlink(f"/proc/{pid}/ns/net") != f"net:[{netns.inode}]":
+        assert time.monotonic() < deadline, f"pid {pid} never entered {netns.name}"
+        time.sleep(0.01)
 
 
 def test_pid_spec_resolves_to_the_container(base: workload.Base, host: Host) -> None:
