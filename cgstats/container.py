@@ -264,7 +264,10 @@ class Container(Closing):
         )
 
     def _failed(self, key: str, err: OSError, problems: list[str]) -> None:
-        if err.errno in _GONE and (err.errno == errno.ENODEV or not _is_dir(self.ref.directory)):
+        """Turn a failed read into ContainerGone, nothing (PSI off), or a problem line."""
+        if err.errno in _GONE and (
+            err.errno == errno.ENODEV or not os.path.isdir(self.ref.directory)
+        ):
             self.close()
             raise ContainerGone(self.ref.id, f"{key}: {err.strerror}") from None
         if err.errno in _PSI_OFF and key.endswith(".pressure"):
@@ -381,10 +384,6 @@ class Container(Closing):
 
     def __repr__(self) -> str:
         return f"<Container {self.ref.id[:12]} {self.ref.cgroup!r} v{self.version}>"
-
-
-def _is_dir(path: str) -> bool:
-    return os.path.isdir(path)
 
 
 def _children(directory: str) -> list[str]:

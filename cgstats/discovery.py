@@ -59,10 +59,6 @@ class IdPrefix:
 
     prefix: str
 
-    @property
-    def is_full(self) -> bool:
-        return len(self.prefix) == ID_LENGTH
-
 
 @attrs.frozen
 class CgroupPath:
