@@ -118,14 +118,14 @@ def test_gone_container_named_on_the_cli(base: workload.Base) -> None:
 
 @pytest.fixture
 def fixture_copy() -> Iterator[str]:
-    """A copy of a captured tree, readable by an unprivileged user."""
+    """A copy of a captured tree (its main container), readable by an unprivileged user."""
     names = fixture_trees.available()
     if not names:
         pytest.skip("no fixture tree captured")
     directory = tempfile.mkdtemp(prefix=workload.PREFIX)
     try:
         root = os.path.join(directory, "tree")
-        shutil.copytree(fixture_trees.root(names[0]), root, symlinks=True)
+        fixture_trees.copy_subset(names[0], root)
         os.chmod(directory, 0o755)
         yield root
     finally:
