@@ -93,7 +93,7 @@ def _mutate(text: str, data: st.DataObject) -> str:
 
 
 @pytest.mark.parametrize(("name", "pattern", "parse"), PARSERS, ids=[p[0] for p in PARSERS])
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100)
 @given(data=st.data())
 def test_damaged_real_files(
     name: str, pattern: str, parse: Callable[[str], Any], data: st.DataObject
