@@ -41,6 +41,7 @@ class CpuStats(_Record):
     weight: Optional[int]
     shares: Optional[int]
     cpuset_cpus: Optional[int] = None
+    stat: Optional[dict[str, int]] = None
 
 
 @attrs.frozen

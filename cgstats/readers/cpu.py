@@ -113,7 +113,8 @@ def build_v1(
         if ticks is not None and "user" in ticks and "system" in ticks:
             user_ns = ticks["user"] * 1_000_000_000 // clock_ticks
             system_ns = ticks["system"] * 1_000_000_000 // clock_ticks
-    stat = field(texts, "cpu.stat", parse_flat_keyed, problems) or {}
+    raw_stat = field(texts, "cpu.stat", parse_flat_keyed, problems)
+    stat = raw_stat or {}
     quota = field(texts, "cpu.cfs_quota_us", parse_int, problems)
     period = field(texts, "cpu.cfs_period_us", parse_int, problems)
     cpuset_cpus = field(texts, "cpuset.effective_cpus", parse_cpu_list, problems)
@@ -129,6 +130,7 @@ def build_v1(
         weight=None,
         shares=field(texts, "cpu.shares", parse_int, problems),
         cpuset_cpus=cpuset_cpus,
+        stat=raw_stat,
     )
 
 
@@ -150,4 +152,5 @@ def build_v2(texts: Mapping[str, str], problems: list[str], *, host_cpus: int) -
         weight=field(texts, "cpu.weight", parse_int, problems),
         shares=None,
         cpuset_cpus=cpuset_cpus,
+        stat=stat,
     )

@@ -134,6 +134,9 @@ def test_main_container_readings_match_the_workload(host: Host, data: dict[str, 
     assert cpu.limit_cores == expected["cpu_limit_cores"]
     assert cpu.periods and cpu.throttled_periods  # 0.5 s of CPU under a 0.5-core quota
     assert cpu.throttled_ns and cpu.throttled_ns > 0
+    # cpu.stat is kept whole, keys cgstats has no field for included.
+    assert cpu.stat is not None and cpu.stat["nr_throttled"] == cpu.throttled_periods
+    assert "nr_bursts" in cpu.stat
 
     memory = sample.memory
     assert memory is not None and memory.usage_bytes is not None
