@@ -362,7 +362,7 @@ class Container(Closing):
         if self._closed:
             return
         self._closed = True
-        self.host.files.forget_all(path for _key, path in self._plan)
+        self.host.files.forget_all(self._paths)
         self.host.files.forget(self._procs_path)
         if self._net_pid is not None:
             self.host.files.forget(self._net_paths[0])
@@ -375,7 +375,7 @@ class Container(Closing):
     @property
     def files(self) -> list[str]:
         """The paths this container reads on every sample, in order."""
-        return [path for _key, path in self._plan]
+        return list(self._paths)
 
     @property
     def directories(self) -> dict[str, str]:
