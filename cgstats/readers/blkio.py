@@ -7,10 +7,11 @@ v1 files (one variant per cgroup, probed once when the container is opened):
 the non-recursive throttle pair. Lines are ``MAJ:MIN Op N``, then ``Total N``.
 
 The throttle counters are kept only on disks where throttling has been
-activated: since 5.x the kernel allocates a queue's throttle data the first
-time any cgroup sets a throttle rule for that disk, and from then until reboot
-it counts every cgroup's IO there (``blk_should_throtl()``); IO on other disks
-is not counted at all. A cgroup whose file lists no device is therefore
+activated: since blk-throttle's setup became lazy (about 6.9; measured on
+6.18), the kernel allocates a queue's throttle data the first time any cgroup
+sets a throttle rule for that disk, and from then until reboot it counts every
+cgroup's IO there (``blk_should_throtl()``); IO on other disks is not counted
+at all. Older kernels count every disk from boot. A cgroup whose file lists no device is therefore
 ambiguous: the hierarchy root's recursive file tells whether any disk is
 counted (the caller reads it and passes ``throttle_counted``). If none is,
 the section is ``available: false`` with the reason, rather than zero traffic.
