@@ -33,6 +33,7 @@ from cgstats.errors import (
     ParseError,
 )
 from cgstats.model import Sample
+from cgstats.readers import blkio
 from cgstats.readers.cpu import parse_cpu_list
 from cgstats.readers.net import parse_netns_link
 
@@ -263,7 +264,7 @@ class Host(Closing):
             text = self.files.read(root_file).decode("ascii", "replace")
         except OSError:
             return False
-        self._throttle_counted = ":" in text
+        self._throttle_counted = not blkio.lists_no_device(text)
         return self._throttle_counted
 
     def _read_cpu_count(self) -> int:

@@ -11,10 +11,11 @@ activated: since blk-throttle's setup became lazy (about 6.9; measured on
 6.18), the kernel allocates a queue's throttle data the first time any cgroup
 sets a throttle rule for that disk, and from then until reboot it counts every
 cgroup's IO there (``blk_should_throtl()``); IO on other disks is not counted
-at all. Older kernels count every disk from boot. A cgroup whose file lists no device is therefore
-ambiguous: the hierarchy root's recursive file tells whether any disk is
-counted (the caller reads it and passes ``throttle_counted``). If none is,
-the section is ``available: false`` with the reason, rather than zero traffic.
+at all. Older kernels count every disk from boot. A cgroup whose file lists
+no device is therefore ambiguous: the hierarchy root's recursive file tells
+whether any disk is counted (the caller reads it and passes
+``throttle_counted``). If none is, the section is ``available: false`` with
+the reason, rather than zero traffic.
 
 v2 file: ``io.stat``, lines ``MAJ:MIN rbytes=N wbytes=N rios=N wios=N dbytes=N
 dios=N`` for devices that saw IO (other keys such as ``cost.*`` are ignored).
