@@ -6,6 +6,7 @@
 ...         print(host.read(ref).to_dict())
 """
 
+from cgstats.collector import Collector, Reading
 from cgstats.container import Container, ContainerRef
 from cgstats.errors import (
     AmbiguousContainer,
@@ -16,6 +17,7 @@ from cgstats.errors import (
     NoCgroupFilesystem,
     ParseError,
 )
+from cgstats.events import Event
 from cgstats.host import Host, read
 from cgstats.model import (
     BlkioDevice,
@@ -30,6 +32,7 @@ from cgstats.model import (
     PressureResource,
     Sample,
 )
+from cgstats.rates import Rates
 
 __version__ = "0.1.0"
 
@@ -38,11 +41,13 @@ __all__ = [
     "BlkioDevice",
     "BlkioStats",
     "CgstatsError",
+    "Collector",
     "Container",
     "ContainerGone",
     "ContainerNotFound",
     "ContainerRef",
     "CpuStats",
+    "Event",
     "Host",
     "InvalidContainerId",
     "MemoryStats",
@@ -54,6 +59,8 @@ __all__ = [
     "Pressure",
     "PressureLine",
     "PressureResource",
+    "Rates",
+    "Reading",
     "Sample",
     "__version__",
     "read",
