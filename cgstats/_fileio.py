@@ -10,6 +10,11 @@ for ``evict_idle_s``; if even that one is still in use (a poller cycling over
 more files than the bound), the new file is read with open/read/close
 instead, so a cyclic scan keeps the descriptors it has rather than closing
 and reopening all of them on every pass.
+
+Files that are always read together (one container's counters) can be held
+as one :class:`FileGroup`: one LRU entry, one lookup and one timestamp per
+read instead of one per file, which is most of the cache's own cost on the
+per-sample path.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import os
 import resource
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any, Union
 
 INITIAL_BUFFER = 4096
@@ -37,6 +42,24 @@ def default_capacity() -> int:
     return max(16, soft - max(_RESERVED_DESCRIPTORS, soft // 8))
 
 
+class FileGroup:
+    """Paths read together by :meth:`FileCache.read_group`, held as one LRU entry.
+
+    Compared by identity: each holder makes its own group.
+    """
+
+    __slots__ = ("paths",)
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.paths = tuple(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __repr__(self) -> str:
+        return f"<FileGroup of {len(self.paths)} files>"
+
+
 class FileCache:
     """A bounded LRU of open read-only descriptors keyed by path.
 
@@ -46,15 +69,18 @@ class FileCache:
     belongs to one reading thread (a ``Host``).
     """
 
-    __slots__ = ("_capacity", "_entries", "_evict_idle_s")
+    __slots__ = ("_capacity", "_entries", "_evict_idle_s", "_held")
 
     def __init__(
         self, capacity: int | None = None, evict_idle_s: float = DEFAULT_EVICT_IDLE_S
     ) -> None:
         self._capacity = default_capacity() if capacity is None else max(1, capacity)
         self._evict_idle_s = evict_idle_s
-        # path -> [fd, buffer size that last held the whole file, last use (monotonic)]
-        self._entries: OrderedDict[str, list[Any]] = OrderedDict()
+        # path -> [fd, buffer size that last held the whole file, last use (monotonic)];
+        # FileGroup -> [[fd or -1 per path], [buffer size per path], last use].
+        self._entries: OrderedDict[Hashable, list[Any]] = OrderedDict()
+        # Descriptors held or reserved (a group reserves one per path).
+        self._held = 0
 
     @property
     def capacity(self) -> int:
@@ -62,7 +88,8 @@ class FileCache:
         return self._capacity
 
     def __len__(self) -> int:
-        return len(self._entries)
+        """Descriptors held (or reserved by groups)."""
+        return self._held
 
     def __contains__(self, path: object) -> bool:
         return path in self._entries
@@ -109,24 +136,92 @@ class FileCache:
             results.append(data)
         return results
 
+    def read_group(self, group: FileGroup) -> list[Union[bytes, OSError]]:
+        """:meth:`read_many` of ``group.paths``, kept open together as one entry.
+
+        A file that cannot be opened or read gives its ``OSError`` in place
+        and is opened again at the next read. When the cache cannot make room
+        for the whole group, every file is read with open/read/close.
+        """
+        entry = self._entries.get(group)
+        if entry is None:
+            entry = self._admit_group(group, time.monotonic())
+            if entry is None:
+                return [_read_once_or_error(path) for path in group.paths]
+        else:
+            self._entries.move_to_end(group)
+            entry[2] = time.monotonic()
+        fds, sizes = entry[0], entry[1]
+        results: list[Union[bytes, OSError]] = []
+        append = results.append
+        pread = os.pread
+        for fd, size in zip(fds, sizes):
+            if fd >= 0:
+                try:
+                    data = pread(fd, size, 0)
+                except OSError:
+                    pass  # handled, and its descriptor closed, below
+                else:
+                    if len(data) < size:
+                        append(data)
+                        continue
+            # Rare: not open, failed, or filled its buffer. Redo it carefully.
+            append(_read_entry_file(group.paths, fds, sizes, len(results)))
+        return results
+
+    def _make_room(self, needed: int, now: float) -> bool:
+        """Close idle least recently used entries until ``needed`` more fit."""
+        entries = self._entries
+        while self._held + needed > self._capacity:
+            if not entries:
+                return False
+            oldest_key, oldest = next(iter(entries.items()))
+            if now - oldest[2] < self._evict_idle_s:
+                return False
+            del entries[oldest_key]
+            self._release(oldest_key, oldest)
+        return True
+
     def _admit(self, path: str, now: float) -> list[Any] | None:
         """Open ``path`` and keep it, or ``None`` when no descriptor may be freed."""
-        entries = self._entries
-        while len(entries) >= self._capacity:
-            oldest_path, oldest = next(iter(entries.items()))
-            if now - oldest[2] < self._evict_idle_s:
-                return None
-            del entries[oldest_path]
-            os.close(oldest[0])
+        if not self._make_room(1, now):
+            return None
         entry = [os.open(path, _FLAGS), INITIAL_BUFFER, now]
-        entries[path] = entry
+        self._entries[path] = entry
+        self._held += 1
         return entry
 
-    def forget(self, path: str) -> None:
-        """Close the descriptor of ``path`` if one is held."""
-        entry = self._entries.pop(path, None)
-        if entry is not None:
+    def _admit_group(self, group: FileGroup, now: float) -> list[Any] | None:
+        """Open every file of ``group`` (-1 where that fails), or ``None`` if no room."""
+        if not self._make_room(len(group.paths), now):
+            return None
+        fds = []
+        for path in group.paths:
+            try:
+                fds.append(os.open(path, _FLAGS))
+            except OSError:
+                fds.append(-1)  # its error is reported by the read that follows
+        entry = [fds, [INITIAL_BUFFER] * len(fds), now]
+        self._entries[group] = entry
+        self._held += len(fds)
+        return entry
+
+    def _release(self, key: Hashable, entry: list[Any]) -> None:
+        """Close the descriptors of an entry already removed from the LRU."""
+        if isinstance(key, FileGroup):
+            self._held -= len(entry[0])
+            for fd in entry[0]:
+                if fd >= 0:
+                    os.close(fd)
+        else:
+            self._held -= 1
             os.close(entry[0])
+
+    def forget(self, key: Union[str, FileGroup]) -> None:
+        """Close the descriptor of a path, or those of a group, if held."""
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._release(key, entry)
 
     def forget_all(self, paths: Iterable[str]) -> None:
         """Close the descriptors of every path in ``paths``."""
@@ -136,8 +231,47 @@ class FileCache:
     def close(self) -> None:
         """Close every held descriptor."""
         while self._entries:
-            _path, entry = self._entries.popitem()
-            os.close(entry[0])
+            key, entry = self._entries.popitem()
+            self._release(key, entry)
+
+
+def _read_entry_file(
+    paths: tuple[str, ...], fds: list[int], sizes: list[int], index: int
+) -> Union[bytes, OSError]:
+    """Read file ``index`` of a group entry: reopen it if needed, grow its buffer.
+
+    A failure closes its descriptor (marked -1, reopened next time), as a
+    failed single file is forgotten.
+    """
+    fd, size = fds[index], sizes[index]
+    try:
+        if fd < 0:
+            fd = fds[index] = os.open(paths[index], _FLAGS)
+        data = os.pread(fd, size, 0)
+        while len(data) >= size:
+            # The file filled the buffer: it may be longer. Grow and re-read.
+            size *= 2
+            data = os.pread(fd, size, 0)
+    except OSError as err:
+        if fd >= 0:
+            os.close(fd)
+            fds[index] = -1
+        return err
+    sizes[index] = size
+    return data
+
+
+def _read_once_or_error(path: str) -> Union[bytes, OSError]:
+    try:
+        return _read_once(path)
+    except OSError as err:
+        return err
+
+
+def read_unkept(paths: Iterable[str]) -> list[Union[bytes, OSError]]:
+    """open/read/close of each path, a failure in its place: for files read
+    too rarely to be worth a descriptor."""
+    return [_read_once_or_error(path) for path in paths]
 
 
 def _read_once(path: str) -> bytes:

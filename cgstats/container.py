@@ -4,6 +4,17 @@ Opening probes once which files exist in each of the container's
 directories and fixes the list of files to read (the plan); every
 :meth:`Container.read` then re-reads those files through the host's
 :class:`~cgstats._fileio.FileCache` and hands their text to the pure readers.
+
+The plan has two parts. Counters (usage, statistics, events, pressure) are
+read on every sample, from descriptors kept open as one group. Limits and
+settings written by the runtime (``cpu.cfs_quota_us``, ``cpu.shares``,
+``cpuset.effective_cpus``, ``memory.limit_in_bytes``, ``pids.max``,
+``cpu.max``, ``memory.max`` ...; the readers' ``LIMIT_FILES``) are re-read
+with open/read/close only when the last reading is ``Host.limits_max_age_s``
+old (10 s by default, the collector's rescan period), and the text read then
+is parsed again in between. So a limit changed by ``docker update`` shows in
+samples at most that long afterwards; every sample still carries every field.
+``limits_max_age_s=0`` re-reads them on every sample.
 """
 
 from __future__ import annotations
@@ -11,12 +22,14 @@ from __future__ import annotations
 import errno
 import os
 import time
+import zlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Optional
 
 import attrs
 
 from cgstats._closing import Closing
+from cgstats._fileio import FileGroup, read_unkept
 from cgstats.discovery import identify, parse_proc_cgroup
 from cgstats.errors import ContainerGone, ParseError
 from cgstats.model import NetStats, Sample
@@ -34,6 +47,7 @@ _PSI_OFF = (errno.ENOTSUP, errno.EOPNOTSUPP)
 _UNIFIED = "unified:"
 
 _V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "blkio", "pids")
+_LIMIT_FILES = frozenset(cpu.LIMIT_FILES + memory.LIMIT_FILES + pids.LIMIT_FILES)
 
 
 @attrs.frozen
@@ -72,8 +86,16 @@ class Container(Closing):
         # (throttle bytes file, the hierarchy root's recursive one) on v1 throttle hosts
         self._blkio_root: Optional[tuple[str, str]] = None
         self._sections = self._make_plan(listings)
-        self._keys = [key for key, _path in self._plan]
-        self._paths = [path for _key, path in self._plan]
+        counters = [(key, path) for key, path in self._plan if key not in _LIMIT_FILES]
+        limits = [(key, path) for key, path in self._plan if key in _LIMIT_FILES]
+        self._keys = [key for key, _path in counters]
+        self._group = FileGroup([path for _key, path in counters])
+        self._limit_keys = [key for key, _path in limits]
+        self._limit_paths = [path for _key, path in limits]
+        # The limit files' texts and read errors as of the last refresh.
+        self._limit_texts: dict[str, str] = {}
+        self._limit_problems: list[str] = []
+        self._limits_due = -1.0  # monotonic time of the next refresh; the first read does one
         self._net_pid: Optional[int] = None
         self._net_link = ""
         self._net_inode = 0
@@ -193,7 +215,6 @@ class Container(Closing):
         has_cpu = "cpu" in dirs or "cpuacct" in dirs
         if has_cpu:
             add(cpu.v1_files(exists))
-            add(existing(cpu.HYBRID_FILES))
         return {
             "cpu": has_cpu,
             "memory": add(existing(memory.V1_FILES)) or "memory" in dirs,
@@ -214,14 +235,15 @@ class Container(Closing):
         if self._closed:
             raise ValueError("read() on a closed Container")
         timestamp = time.time()
-        cache = self.host.files
         problems: list[str] = []
         texts: dict[str, str] = {}
-        for key, data in zip(self._keys, cache.read_many(self._paths)):
-            if isinstance(data, OSError):
-                self._failed(key, data, problems)
-            else:
+        for key, data in zip(self._keys, self.host.files.read_group(self._group)):
+            if isinstance(data, bytes):
                 texts[key] = data.decode("ascii", "replace")
+            else:
+                self._failed(key, data, problems)
+        if self._limit_keys:
+            self._add_limits(texts, problems)
         throttle_counted = True
         if self._blkio_root is not None:
             bytes_file, root_path = self._blkio_root
@@ -263,6 +285,28 @@ class Container(Closing):
             errors=tuple(problems),
         )
 
+    def _add_limits(self, texts: dict[str, str], problems: list[str]) -> None:
+        """The limit files' texts: read now if the last reading is too old, else kept."""
+        now = time.monotonic()
+        if now >= self._limits_due:
+            limit_texts: dict[str, str] = {}
+            limit_problems: list[str] = []
+            for key, data in zip(self._limit_keys, read_unkept(self._limit_paths)):
+                if isinstance(data, OSError):
+                    self._failed(key, data, limit_problems)
+                else:
+                    limit_texts[key] = data.decode("ascii", "replace")
+            self._limit_texts, self._limit_problems = limit_texts, limit_problems
+            max_age = self.host.limits_max_age_s
+            if self._limits_due < 0:
+                # Spread the refreshes of containers opened together over the
+                # period, by a fixed phase per container, rather than reading
+                # every container's limits on the same sample.
+                max_age *= (zlib.crc32(self.ref.id.encode()) % 1000 + 1) / 1000
+            self._limits_due = now + max_age
+        texts.update(self._limit_texts)
+        problems += self._limit_problems
+
     def _failed(self, key: str, err: OSError, problems: list[str]) -> None:
         """Turn a failed read into ContainerGone, nothing (PSI off), or a problem line."""
         if err.errno in _GONE and (
@@ -276,23 +320,21 @@ class Container(Closing):
 
     def _pids(self) -> list[int]:
         """Processes of the container's cgroup (of its child cgroups if it has none)."""
-        found = self._procs_of(self._procs_path, keep_open=True)
+        found = self._procs_of(self._procs_path)
         if found:
             return found
         for child in _children(self.ref.directory):
-            found = self._procs_of(os.path.join(child, "cgroup.procs"), keep_open=False)
+            found = self._procs_of(os.path.join(child, "cgroup.procs"))
             if found:
                 return found
         return []
 
-    def _procs_of(self, path: str, keep_open: bool) -> list[int]:
-        try:
-            data = self.host.files.read(path)
-        except OSError:
+    def _procs_of(self, path: str) -> list[int]:
+        # Read only to pick the process whose net/dev is read, which happens
+        # once unless that process exits: not worth a kept descriptor.
+        data = read_unkept([path])[0]
+        if isinstance(data, OSError):
             return []
-        finally:
-            if not keep_open:
-                self.host.files.forget(path)
         return [int(token) for token in data.split() if token.isdigit()]
 
     def _read_net(self, problems: list[str]) -> Optional[NetStats]:
@@ -362,8 +404,7 @@ class Container(Closing):
         if self._closed:
             return
         self._closed = True
-        self.host.files.forget_all(self._paths)
-        self.host.files.forget(self._procs_path)
+        self.host.files.forget(self._group)
         if self._net_pid is not None:
             self.host.files.forget(self._net_paths[0])
         self.host.forget(self)
@@ -374,8 +415,13 @@ class Container(Closing):
 
     @property
     def files(self) -> list[str]:
-        """The paths this container reads on every sample, in order."""
-        return list(self._paths)
+        """The paths this container reads on every sample, in order (the counters)."""
+        return list(self._group.paths)
+
+    @property
+    def limit_files(self) -> list[str]:
+        """The paths re-read every ``Host.limits_max_age_s`` (limits and settings)."""
+        return list(self._limit_paths)
 
     @property
     def directories(self) -> dict[str, str]:

@@ -38,6 +38,8 @@ from cgstats.readers.cpu import parse_cpu_list
 from cgstats.readers.net import parse_netns_link
 
 ROOT_ENV = "CGSTATS_ROOT"
+# Default age (s) after which a container's limit files are read again.
+DEFAULT_LIMITS_MAX_AGE_S = 10.0
 # Which v1 hierarchy is walked and reported as the container's "cgroup".
 _PRIMARY_ORDER = ("memory", "cpuacct", "cpu", "pids", "blkio")
 
@@ -54,7 +56,10 @@ class Host(Closing):
     it is reached, the least recently used one is closed if it has been idle
     ``evict_idle_s`` seconds, else the new file is read without keeping it
     (see :mod:`cgstats._fileio`). A poller should pass about twice its step.
-    A Host is meant for one thread at a time.
+    ``limits_max_age_s`` is how old the limit and setting fields of a sample
+    (quotas, shares, cpusets, memory and pids limits) may be: their files are
+    re-read when their last reading is that old (see :mod:`cgstats.container`);
+    0 re-reads them on every sample. A Host is meant for one thread at a time.
     """
 
     def __init__(
@@ -63,7 +68,11 @@ class Host(Closing):
         *,
         max_open_files: Optional[int] = None,
         evict_idle_s: float = DEFAULT_EVICT_IDLE_S,
+        limits_max_age_s: float = DEFAULT_LIMITS_MAX_AGE_S,
     ) -> None:
+        if not limits_max_age_s >= 0:
+            raise ValueError(f"limits_max_age_s must be >= 0, not {limits_max_age_s!r}")
+        self.limits_max_age_s = float(limits_max_age_s)
         self.root = os.path.abspath(root or os.environ.get(ROOT_ENV) or "/")
         self.hierarchies = mounts.discover(self.root)
         self.mode = self.hierarchies.mode

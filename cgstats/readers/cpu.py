@@ -35,11 +35,29 @@ V1_FILES = (
 V1_FALLBACK_FILES = ("cpuacct.stat",)
 V2_FILES = ("cpu.stat", "cpu.max", "cpu.weight", "cpuset.cpus.effective")
 HYBRID_FILES = ("unified:cpu.stat",)
+# Settings written by the runtime, not counters: re-read only every
+# ``Host.limits_max_age_s`` (see cgstats.container).
+LIMIT_FILES = (
+    "cpu.cfs_quota_us",
+    "cpu.cfs_period_us",
+    "cpu.shares",
+    "cpuset.effective_cpus",
+    "cpu.max",
+    "cpu.weight",
+    "cpuset.cpus.effective",
+)
 
 
 def v1_files(exists: Callable[[str], bool]) -> list[str]:
-    """The v1 files to read for a cgroup, given which files exist."""
+    """The v1 files to read for a cgroup, given which files exist.
+
+    On hybrid hosts ``unified:cpu.stat`` is read only where the v1 user and
+    system times are missing: it serves for nothing else, and skipping it
+    saves a read per sample.
+    """
     names = [name for name in V1_FILES if exists(name)]
+    if not (exists("cpuacct.usage_user") and exists("cpuacct.usage_sys")):
+        names += [name for name in HYBRID_FILES if exists(name)]
     if not exists("cpuacct.usage_user"):
         names += [name for name in V1_FALLBACK_FILES if exists(name)]
     return names

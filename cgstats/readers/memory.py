@@ -46,6 +46,15 @@ V2_FILES = (
     "memory.stat",
     "memory.events",
 )
+# Settings written by the runtime, not counters: re-read only every
+# ``Host.limits_max_age_s`` (see cgstats.container).
+LIMIT_FILES = (
+    "memory.limit_in_bytes",
+    "memory.soft_limit_in_bytes",
+    "memory.max",
+    "memory.high",
+    "memory.low",
+)
 
 
 def parse_memory_stat(text: str, what: str) -> dict[str, int]:

@@ -8,6 +8,8 @@ from cgstats.model import PidsStats
 from cgstats.readers._parse import field, parse_int, parse_int_or_max
 
 FILES = ("pids.current", "pids.max")
+# A setting, not a counter: re-read only every ``Host.limits_max_age_s``.
+LIMIT_FILES = ("pids.max",)
 
 
 def build(texts: Mapping[str, str], problems: list[str]) -> PidsStats:
