@@ -1,14 +1,19 @@
 """The human-readable per-container report of ``python -m cgstats.dump``.
 
-Pure formatting: a :class:`~cgstats.model.Sample` in, text out. Unknown
-values print as ``-``, unlimited ones as ``unlimited``.
+Pure formatting: a :class:`~cgstats.model.Sample` (or, for ``--watch``, the
+collector's readings) in, text out. Unknown values print as ``-``, unlimited
+ones as ``unlimited``.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Optional
 
 from cgstats.model import BlkioStats, CpuStats, MemoryStats, NetStats, Pressure, Sample
+
+if TYPE_CHECKING:
+    from cgstats.collector import Reading
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
@@ -155,3 +160,89 @@ def _pressure(pressure: Pressure) -> list[str]:
                 )
         lines.append(f"{name}: " + "; ".join(parts))
     return lines
+
+
+# -- the --watch table ---------------------------------------------------------
+
+WATCH_COLUMNS = (
+    ("CONTAINER", 12),
+    ("RUNTIME", 10),
+    ("CPU", 6),
+    ("CPU%", 6),
+    ("THROTTLED", 9),
+    ("MEM", 10),
+    ("LIMIT", 10),
+    ("RX/s", 10),
+    ("TX/s", 10),
+    ("READ/s", 10),
+    ("WRITE/s", 10),
+    ("PIDS", 5),
+    ("", 0),
+)
+
+
+def human_rate(value: Optional[float]) -> str:
+    """Bytes per second: ``2048.0`` → ``2.0 KiB``; ``None`` → ``-``."""
+    return "-" if value is None else human_bytes(round(value))
+
+
+def _fixed(value: Optional[float], digits: int, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:.{digits}f}{suffix}"
+
+
+def format_watch_table(readings: Sequence[Reading]) -> str:
+    """One refresh of ``--watch``: a header and a line per container.
+
+    CPU is in cores, CPU% of the container's limit (or of the host's CPUs),
+    THROTTLED the share of CFS periods throttled, MEM the working set; network
+    and block IO are per second. ``-`` is a rate that cannot be computed yet
+    (first sample, reset). The last column flags ``reset`` and ``late``.
+    """
+    lines = [_row([name for name, _width in WATCH_COLUMNS])]
+    for reading in sorted(readings, key=lambda r: r.id):
+        sample, rates = reading.sample, reading.rates
+        memory = sample.memory
+        flags = []
+        if reading.reset:
+            flags.append("reset")
+        if reading.late:
+            flags.append("late")
+        if reading.net_counted is False and reading.net_shared_with:
+            flags.append("net shared")
+        title = sample.id if sample.id.startswith("/") else sample.id[:12]
+        lines.append(
+            _row(
+                [
+                    title,
+                    sample.runtime or "-",
+                    _fixed(rates.cpu_cores, 2),
+                    _fixed(rates.cpu_percent, 1, "%"),
+                    _fixed(
+                        None if rates.throttled_ratio is None else rates.throttled_ratio * 100,
+                        0,
+                        "%",
+                    ),
+                    human_bytes(memory.working_set_bytes) if memory else "-",
+                    (_limit(memory.limit_bytes) if memory else "-"),
+                    human_rate(rates.net_rx_bytes_per_s),
+                    human_rate(rates.net_tx_bytes_per_s),
+                    human_rate(rates.blkio_read_bytes_per_s),
+                    human_rate(rates.blkio_write_bytes_per_s),
+                    _count(sample.pids.current) if sample.pids else "-",
+                    ",".join(flags),
+                ]
+            )
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _row(cells: Sequence[str]) -> str:
+    parts = []
+    for (name, width), cell in zip(WATCH_COLUMNS, cells):
+        if width == 0:
+            parts.append(cell)
+        elif name in ("CONTAINER", "RUNTIME"):
+            parts.append(cell[:width].ljust(width))
+        else:
+            parts.append(cell.rjust(width))
+    return "  ".join(parts).rstrip()

@@ -1,0 +1,237 @@
+"""The collector against live containers whose load, life and death the test controls.
+
+Runs on whatever the kernel offers (v1 hybrid on the host, v2 in the VM):
+a burner held at half a core by a CFS quota, a container removed while the
+loop runs, one recreated under the same ID, a stop while the loop sleeps,
+and 10,000 add/remove cycles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+
+import pytest
+import workload
+
+from cgstats import Collector, Event, Reading
+
+KiB = 1 << 10
+
+
+def docker_container(base: workload.Base, container_id: str | None = None) -> workload.Container:
+    container_id = container_id or workload.random_id()
+    return base.container(f"docker/{container_id}", container_id=container_id)
+
+
+def burner_argv() -> list[str]:
+    """Spin until killed: a shell loop starts faster than Python under emulation."""
+    shell = shutil.which("sh") or "/bin/sh"
+    return [shell, "-c", "while :; do :; done"]
+
+
+class Recorder:
+    """A sink that keeps what it was given (thread-safe enough for appends)."""
+
+    def __init__(self) -> None:
+        self.readings: list[Reading] = []
+        self.events: list[Event] = []
+        self.ticks = threading.Semaphore(0)
+
+    def emit(self, readings: list[Reading]) -> None:
+        self.readings.extend(readings)
+        self.ticks.release()
+
+    def emit_events(self, events: list[Event]) -> None:
+        self.events.extend(events)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def wait_ticks(self, count: int, timeout: float = 60.0) -> None:
+        for _ in range(count):
+            assert self.ticks.acquire(timeout=timeout), "the collector stopped ticking"
+
+
+def assert_no_negative_rate(readings: list[Reading]) -> None:
+    for reading in readings:
+        for key, value in reading.rates.to_dict().items():
+            if isinstance(value, float):
+                assert value >= 0, (key, value, reading.id)
+
+
+def test_a_burner_held_at_half_a_core_reads_half_a_core(base: workload.Base) -> None:
+    container = docker_container(base)
+    container.limit_cpu(50_000, 100_000)
+    container.spawn(burner_argv())
+    assert container.id is not None
+    time.sleep(0.5)  # let the burner get going
+    with Collector([container.id], step=1.0) as collector:
+        readings = [collector.tick()[0]]
+        for _ in range(3):
+            time.sleep(1.0)
+            readings.append(collector.tick()[0])
+    assert readings[0].rates.cpu_cores is None
+    for reading in readings[1:]:
+        rates = reading.rates
+        assert rates.interval_s is not None and rates.interval_s >= 0.9
+        assert rates.cpu_cores is not None and 0.4 <= rates.cpu_cores <= 0.6, rates
+        assert rates.cpu_percent is not None and 80 <= rates.cpu_percent <= 120
+        assert rates.throttled_ratio is not None and rates.throttled_ratio > 0.5
+        assert rates.cpu_user_cores is not None and rates.cpu_system_cores is not None
+        assert rates.cpu_user_cores + rates.cpu_system_cores == pytest.approx(
+            rates.cpu_cores, abs=0.1
+        )
+        assert not reading.reset
+
+
+def test_a_container_removed_mid_run_is_one_gone_event(base: workload.Base) -> None:
+    doomed, survivor = docker_container(base), docker_container(base)
+    doomed.spawn(workload.idle_argv())
+    survivor.spawn(workload.idle_argv())
+    assert doomed.id is not None and survivor.id is not None
+    recorder = Recorder()
+    with Collector([doomed.id, survivor.id], step=0.2, sinks=[recorder]) as collector:
+        collector.start()
+        recorder.wait_ticks(2)
+        doomed.remove()
+        seen = len(recorder.readings)
+        recorder.wait_ticks(4)
+        assert collector.running  # no exception ended the loop
+    gone = [e for e in recorder.events if e.kind == "gone"]
+    assert [e.container_id for e in gone] == [doomed.id]
+    assert "error" not in {e.kind for e in recorder.events}
+    later = recorder.readings[seen + 1 :]
+    assert later and {r.id for r in later} == {survivor.id}
+
+
+def test_a_container_recreated_with_the_same_id_resets(base: workload.Base) -> None:
+    container_id = workload.random_id()
+    first = docker_container(base, container_id)
+    first.spawn(burner_argv())
+    first.limit_cpu(30_000, 100_000)
+    recorder = Recorder()
+    with Collector([container_id], step=0.3, sinks=[recorder], rescan_s=0.3) as collector:
+        collector.start()
+        recorder.wait_ticks(3)
+        first.remove()
+        again = docker_container(base, container_id)
+        again.spawn(workload.idle_argv())
+        deadline = time.monotonic() + 30
+        while not any(e.kind == "restarted" for e in recorder.events):
+            assert time.monotonic() < deadline, recorder.events
+            recorder.wait_ticks(1)
+        recorder.wait_ticks(2)
+    kinds = [e.kind for e in recorder.events]
+    assert kinds[0] == "appeared" and "restarted" in kinds, kinds
+    assert_no_negative_rate(recorder.readings)
+    after = [r for r in recorder.readings if any(e.kind == "restarted" for e in r.events)]
+    assert len(after) == 1 and after[0].reset and after[0].rates.cpu_cores is None
+    last = recorder.readings[-1]
+    assert not last.reset and last.rates.cpu_cores is not None and last.rates.cpu_cores < 0.1
+
+
+def test_stop_returns_promptly_while_the_loop_sleeps_in_a_long_step(
+    base: workload.Base,
+) -> None:
+    container = docker_container(base)
+    container.spawn(workload.idle_argv())
+    assert container.id is not None
+    recorder = Recorder()
+    collector = Collector([container.id], step=30.0, sinks=[recorder])
+    try:
+        collector.start()
+        recorder.wait_ticks(1)
+        time.sleep(0.3)  # now it sleeps towards the next slot, 30 s away
+        started = time.monotonic()
+        collector.stop()
+        took = time.monotonic() - started
+        assert not collector.running
+        assert took < 0.2, f"stop() took {took:.3f} s"
+    finally:
+        collector.close()
+
+
+def open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_ten_thousand_add_remove_cycles_leave_nothing_behind(base: workload.Base) -> None:
+    container = docker_container(base)
+    container.spawn(workload.idle_argv())
+    assert container.id is not None
+    spec = container.id
+    recorder = Recorder()
+    with Collector([], step=0.01, sinks=[recorder]) as collector:
+        collector.start()
+        # Warm up: open it once for real, so host-wide files (v1: the blkio root's
+        # recursive counters, read once to learn whether throttling counts IO) and
+        # code paths are in place before the baseline.
+        collector.add(spec)
+        recorder.wait_ticks(2)
+        collector.remove(spec)
+        recorder.wait_ticks(2)
+        files_before = open_files()
+        tracemalloc.start()
+        try:
+            memory_before = tracemalloc.get_traced_memory()[0]
+            opened = 0
+            for cycle in range(10_000):
+                collector.add(spec)
+                if cycle % 1000 == 0:
+                    recorder.wait_ticks(2)  # let the loop open it for real
+                    opened += bool(collector.watched)
+                collector.remove(spec)
+            recorder.wait_ticks(3)  # the last remove is applied
+            memory_after = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        assert opened >= 5  # the cycles did open and close the container's files
+        assert collector.watched == []
+        assert open_files() <= files_before
+        assert memory_after - memory_before < 256 * KiB, (memory_before, memory_after)
+    assert "error" not in {e.kind for e in recorder.events}
+
+
+def dump(*args: str, lines: int | None = None) -> tuple[int, list[str], str]:
+    """Run the CLI; with ``lines``, close its stdout after that many lines."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cgstats.dump", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    if lines is None:
+        out, err = process.communicate(timeout=120)
+        return process.returncode, out.splitlines(), err
+    got = [process.stdout.readline() for _ in range(lines)]
+    process.stdout.close()
+    err = process.stderr.read()
+    return process.wait(timeout=120), got, err
+
+
+def test_cli_watch_json_and_a_closed_pipe(base: workload.Base) -> None:
+    container = docker_container(base)
+    container.limit_cpu(50_000, 100_000)
+    container.spawn(burner_argv())
+    assert container.id is not None
+    code, out, err = dump("--watch", "--json", "--step", "0.5", "--count", "3", container.id[:12])
+    assert code == 0 and "Traceback" not in err, err
+    documents = [json.loads(line) for line in out]
+    assert [d["id"] for d in documents] == [container.id] * 3
+    assert documents[0]["rates"]["cpu_cores"] is None
+    assert all(0.3 <= d["rates"]["cpu_cores"] <= 0.7 for d in documents[1:]), documents
+    # a reader that goes away (| head -1) ends an endless watch quietly
+    code, got, err = dump("--watch", "--json", "--step", "0.2", container.id, lines=1)
+    assert json.loads(got[0])["id"] == container.id
+    assert code == 0 and err == "", err
