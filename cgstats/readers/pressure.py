@@ -32,10 +32,12 @@ def parse_pressure(text: str, what: str) -> PressureResource:
     """One ``*.pressure`` file; a line the kernel does not print is ``None``."""
     match = _BOTH_LINES.fullmatch(text)
     if match is not None:
-        values = match.groups()
+        # The hot path. Positional arguments (some, full; avg10, avg60,
+        # avg300, total_us) cost less than keywords; tests/unit check the order.
+        s10, s60, s300, stotal, f10, f60, f300, ftotal = match.groups()
         return PressureResource(
-            some=PressureLine(float(values[0]), float(values[1]), float(values[2]), int(values[3])),
-            full=PressureLine(float(values[4]), float(values[5]), float(values[6]), int(values[7])),
+            PressureLine(float(s10), float(s60), float(s300), int(stotal)),
+            PressureLine(float(f10), float(f60), float(f300), int(ftotal)),
         )
     lines: dict[str, PressureLine] = {}
     for kind, fields in parse_nested_keyed(text, what):
@@ -57,10 +59,15 @@ def parse_pressure(text: str, what: str) -> PressureResource:
 
 def build(texts: Mapping[str, str], problems: list[str], prefix: str = "") -> Optional[Pressure]:
     """Pressure from whichever files were read; ``None`` when PSI is unavailable."""
-    resources: dict[str, Optional[PressureResource]] = {
-        resource: field(texts, f"{prefix}{resource}.pressure", parse_pressure, problems)
-        for resource in RESOURCES
-    }
-    if all(value is None for value in resources.values()):
+    cpu, memory, io = (
+        field(texts, name, parse_pressure, problems)
+        for name in _FILES_BY_PREFIX.get(prefix) or [prefix + name for name in V2_FILES]
+    )
+    if cpu is None and memory is None and io is None:
         return None
-    return Pressure(cpu=resources["cpu"], memory=resources["memory"], io=resources["io"])
+    return Pressure(cpu=cpu, memory=memory, io=io)
+
+
+_FILES_BY_PREFIX = {
+    prefix: tuple(f"{prefix}{name}" for name in V2_FILES) for prefix in ("", "unified:")
+}
