@@ -1,19 +1,28 @@
-"""Cost of reading a container, against the floors of reading the same files.
+"""Cost of a full sample of N containers, against the floors of reading the same files.
 
 Builds N real containers (a cgroup in every hierarchy beneath this process's
-own, one sleeping process each, optionally a private network namespace each),
-then measures in the same run, per container per sample:
+own, one sleeping process each, a private network namespace each) for each N
+of ``--counts`` (10, 100 and 1000 by default), then measures in the same run,
+in microseconds per container per sample:
 
-- ``cgstats``: ``Container.read()`` (every controller and network, parsed
-  into records) on handles kept open;
-- ``open/read/close``: reading the same files (the container's plan plus its
-  ``net/dev``) by opening, reading and closing each;
-- ``pread``: ``os.pread`` at offset 0 on the same files already open (no parsing).
+- ``cgstats``: a full sample, ``Collector.tick()`` on the N containers named
+  explicitly (every controller and network, parsed into records, rates
+  computed against the previous tick). Limits and settings are re-read every
+  ``Host.limits_max_age_s`` (10 s), so the figure is the cost between two
+  refreshes plus a refresh's extra cost spread over the ticks of that period
+  at a 1 s step (both are measured, with ``limits_max_age_s`` at 10 and 0);
+- ``read()``: ``Container.read()`` alone (no collector, no rates);
+- ``open/read/close``: every file a sample needs (counters, limits, ``net/dev``)
+  opened, read and closed, no parsing: what most agents do;
+- ``pread``: ``os.pread`` at offset 0 on the same files kept open, no parsing:
+  the floor of any reader (also for the counters alone).
 
-Also times ``Host.containers()`` (enumeration of every container on the
-host). Prints microseconds per container and the ratio to each floor; ``--json``
-writes the figures. Needs root. Run with ``tox -e bench`` or
-``python benchmarks/bench_read.py --counts 10,100``.
+At the largest N it also ticks the collector every second for ``--cpu-ticks``
+ticks (rescan every 10 s, as by default) and reports the process CPU time
+(``time.process_time``) per tick as a share of one core. It prints a table,
+the process's peak RSS (``ru_maxrss``) and open-file count
+(``/proc/self/fd``), and with ``--json`` writes every figure. Needs root.
+Run with ``tox -e bench`` or ``python benchmarks/bench_read.py --counts 10,100``.
 """
 
 from __future__ import annotations
@@ -34,7 +43,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import workload
 
-from cgstats import Container, Host
+from cgstats import Collector, Host
+from cgstats.host import DEFAULT_LIMITS_MAX_AGE_S
+
+STEP_S = 1.0  # the goal's sampling step
 
 
 @contextlib.contextmanager
@@ -61,40 +73,102 @@ def best_of(repeats: int, function: Callable[[], object]) -> float:
     return min(timings)
 
 
-def measure(host: Host, handles: list[Container], rounds: int, repeats: int) -> dict[str, Any]:
-    """Microseconds per container per sample: cgstats, then the two floors."""
-    for handle in handles:
-        handle.read()  # warm: every descriptor open, the net pid chosen
-    paths = []
-    for handle in handles:
-        sample = handle.read()
-        pid = sample.net.pid if sample.net else None
-        paths.append(handle.files + ([host.proc_path(pid, "net/dev")] if pid else []))
-    all_paths = [path for group in paths for path in group]
+def open_files() -> int:
+    """Descriptors this process holds now."""
+    return len(os.listdir("/proc/self/fd"))
 
-    def cgstats_read() -> None:
+
+def measure_read(host: Host, ids: list[str], rounds: int, repeats: int) -> dict[str, Any]:
+    """``Container.read()`` alone; also collects the files a sample needs."""
+    handles = [host.open(container_id) for container_id in ids]
+    counters: list[str] = []
+    limits: list[str] = []
+    for handle in handles:
+        sample = handle.read()  # every descriptor open, the net pid chosen
+        assert sample.errors == (), sample.errors
+        counters += handle.files
+        if sample.net is not None and sample.net.pid is not None:
+            counters.append(host.proc_path(sample.net.pid, "net/dev"))
+        limits += handle.limit_files
+
+    def read_all() -> None:
         for _ in range(rounds):
             for handle in handles:
                 handle.read()
 
-    cgstats_s = best_of(repeats, cgstats_read)
-    held = len(host.files)
-    open_files = len(os.listdir("/proc/self/fd"))
-    host.close()  # free the descriptors for the floors
+    seconds = best_of(repeats, read_all)
+    for handle in handles:
+        handle.close()
+    return {
+        "read_us": seconds * 1e6 / (rounds * len(ids)),
+        "counter_paths": counters,
+        "limit_paths": limits,
+    }
 
-    def open_read_close() -> None:
-        for _ in range(rounds):
-            for path in all_paths:
-                with open(path, "rb", buffering=0) as handle:
-                    handle.read()
 
-    # The pread floor keeps every file open; past RLIMIT_NOFILE it is timed
-    # in chunks that fit, and the chunk times are added up.
+def measure_collector(host: Host, ids: list[str], rounds: int, repeats: int) -> dict[str, Any]:
+    """``Collector.tick()`` per container: between refreshes, with every limit read, amortized."""
+    result: dict[str, Any] = {}
+    # No rescan inside the timings: the IDs are given and the period is long.
+    with Collector(ids, step=STEP_S, host=host, rescan_s=1e9) as collector:
+        collector.tick()  # opens every container; first samples, no rates yet
+        readings = collector.tick()
+        assert len(readings) == len(ids)
+        assert all(r.rates.interval_s is not None for r in readings), "rates not computed"
+        assert all(r.sample.errors == () for r in readings)
+
+        def ticks() -> None:
+            for _ in range(rounds):
+                collector.tick()
+
+        per_container = 1e6 / (rounds * len(ids))
+        result["tick_steady_us"] = best_of(repeats, ticks) * per_container
+        result["files_kept_open"] = len(host.files)
+        result["open_files"] = open_files()
+        host.limits_max_age_s = 0.0  # every read refreshes the limit files
+        collector.tick()
+        result["tick_limits_every_sample_us"] = best_of(repeats, ticks) * per_container
+        host.limits_max_age_s = DEFAULT_LIMITS_MAX_AGE_S
+    # One refresh per limits_max_age_s: at a 1 s step, its extra cost is spread
+    # over max_age / step ticks.
+    refresh_extra = result["tick_limits_every_sample_us"] - result["tick_steady_us"]
+    result["cgstats_us"] = result["tick_steady_us"] + refresh_extra * STEP_S / (
+        DEFAULT_LIMITS_MAX_AGE_S
+    )
+    return result
+
+
+def measure_cpu(host: Host, ids: list[str], ticks: int) -> dict[str, Any]:
+    """Process CPU time per tick at a real 1 s step (default rescan), as % of one core."""
+    cpu_s: list[float] = []
+    with Collector(ids, step=STEP_S, host=host) as collector:
+        collector.tick()  # opening every container is not the steady state
+        next_slot = time.monotonic() + STEP_S
+        for _ in range(ticks):
+            time.sleep(max(0.0, next_slot - time.monotonic()))
+            next_slot += STEP_S
+            start = time.process_time()
+            collector.tick()
+            cpu_s.append(time.process_time() - start)
+    return {
+        "cpu_ticks": ticks,
+        "cpu_s_per_tick_mean": statistics.mean(cpu_s),
+        "cpu_s_per_tick_max": max(cpu_s),
+        "cpu_percent_of_one_core": 100 * statistics.mean(cpu_s) / STEP_S,
+    }
+
+
+def measure_floors(paths: list[str], rounds: int, repeats: int, count: int) -> float:
+    """Microseconds per container of ``os.pread`` on ``paths`` kept open.
+
+    Past RLIMIT_NOFILE the files are timed in chunks that fit, and the chunk
+    times added up.
+    """
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    chunk = max(1, soft - len(os.listdir("/proc/self/fd")) - 128)
-    pread_s = 0.0
-    for first in range(0, len(all_paths), chunk):
-        descriptors = [os.open(path, os.O_RDONLY) for path in all_paths[first : first + chunk]]
+    chunk = max(1, soft - open_files() - 128)
+    seconds = 0.0
+    for first in range(0, len(paths), chunk):
+        descriptors = [os.open(path, os.O_RDONLY) for path in paths[first : first + chunk]]
 
         def pread(descriptors: list[int] = descriptors) -> None:
             for _ in range(rounds):
@@ -102,31 +176,88 @@ def measure(host: Host, handles: list[Container], rounds: int, repeats: int) -> 
                     os.pread(fd, 65536, 0)
 
         try:
-            pread_s += best_of(repeats, pread)
+            seconds += best_of(repeats, pread)
         finally:
             for fd in descriptors:
                 os.close(fd)
+    return seconds * 1e6 / (rounds * count)
 
-    per_container = 1e6 / (rounds * len(handles))
-    result: dict[str, Any] = {
-        "cgstats_us": cgstats_s * per_container,
-        "open_read_close_us": best_of(repeats, open_read_close) * per_container,
-        "pread_us": pread_s * per_container,
-        "files_per_container": statistics.mean(len(group) for group in paths),
-        "files_kept_open": held,
-        "files_kept_open_fraction": held / len(all_paths),
-        "open_files": open_files,
-    }
-    result["ratio_to_open_read_close"] = result["cgstats_us"] / result["open_read_close_us"]
-    result["ratio_to_pread"] = result["cgstats_us"] / result["pread_us"]
-    return result
+
+def measure_open_read_close(paths: list[str], rounds: int, repeats: int, count: int) -> float:
+    """Microseconds per container of open/read/close of ``paths``."""
+
+    def open_read_close() -> None:
+        for _ in range(rounds):
+            for path in paths:
+                with open(path, "rb", buffering=0) as handle:
+                    handle.read()
+
+    return best_of(repeats, open_read_close) * 1e6 / (rounds * count)
+
+
+def run(count: int, args: argparse.Namespace, cpu_ticks: int) -> dict[str, Any]:
+    """Every figure for ``count`` containers."""
+    rounds = args.rounds or max(1, 2000 // count)
+    row: dict[str, Any] = {"containers": count, "rounds": rounds}
+    with containers(count, netns=not args.no_netns) as built:
+        ids = [str(container.id) for container in built]
+        with Host() as host:
+            listed = {ref.id for ref in host.containers()}
+            assert set(ids) <= listed
+            row["enumerate_ms"] = best_of(args.repeats, host.containers) * 1e3
+            files = measure_read(host, ids, rounds, args.repeats)
+            row["read_us"] = files["read_us"]
+            row.update(measure_collector(host, ids, rounds, args.repeats))
+            if cpu_ticks:
+                row.update(measure_cpu(host, ids, cpu_ticks))
+        counters, limits = files["counter_paths"], files["limit_paths"]
+        row["files_per_container"] = (len(counters) + len(limits)) / count
+        row["counter_files_per_container"] = len(counters) / count
+        row["files_kept_open_fraction"] = row["files_kept_open"] / len(counters)
+        row["open_read_close_us"] = measure_open_read_close(
+            counters + limits, rounds, args.repeats, count
+        )
+        row["pread_us"] = measure_floors(counters + limits, rounds, args.repeats, count)
+        row["pread_counters_us"] = measure_floors(counters, rounds, args.repeats, count)
+    row["ratio_to_open_read_close"] = row["cgstats_us"] / row["open_read_close_us"]
+    row["ratio_to_pread"] = row["cgstats_us"] / row["pread_us"]
+    row["read_ratio_to_pread"] = row["read_us"] / row["pread_us"]
+    row["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return row
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print(
+        f"{'N':>5} {'files':>5} {'kept':>5} {'cgstats µs':>10} {'read() µs':>9} "
+        f"{'o/r/c µs':>8} {'pread µs':>8} {'÷ o/r/c':>7} {'÷ pread':>7} "
+        f"{'RSS MiB':>7} {'fds':>6} {'CPU %':>6}"
+    )
+    for row in rows:
+        cpu = row.get("cpu_percent_of_one_core")
+        print(
+            f"{row['containers']:>5} {row['files_per_container']:>5.1f} "
+            f"{row['files_kept_open_fraction']:>5.0%} {row['cgstats_us']:>10.1f} "
+            f"{row['read_us']:>9.1f} {row['open_read_close_us']:>8.1f} "
+            f"{row['pread_us']:>8.1f} {row['ratio_to_open_read_close']:>7.2f} "
+            f"{row['ratio_to_pread']:>7.2f} {row['peak_rss_kib'] / 1024:>7.1f} "
+            f"{row['open_files']:>6} {'' if cpu is None else f'{cpu:.2f}':>6}"
+        )
+    print(
+        "cgstats: Collector.tick() per container, limits refresh amortized at a 1 s step;"
+        " files: per sample (counters, limits, net/dev); kept: counters kept open;"
+        " RSS: peak so far; fds: open while the collector runs;"
+        " CPU %: process CPU per 1 s tick, of one core"
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--counts", default="10,100", help="container counts (comma-separated)")
+    parser.add_argument("--counts", default="10,100,1000", help="container counts, comma-separated")
     parser.add_argument("--rounds", type=int, default=0, help="samples per timing (default: auto)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="timings, the best is kept")
+    parser.add_argument(
+        "--cpu-ticks", type=int, default=20, help="1 s ticks timed at the largest count (0: none)"
+    )
     parser.add_argument("--no-netns", action="store_true", help="share the host network namespace")
     parser.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     args = parser.parse_args()
@@ -140,36 +271,20 @@ def main() -> int:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
             break
-    rows = []
-    for count in (int(part) for part in args.counts.split(",")):
-        with containers(count, netns=not args.no_netns) as built, Host() as host:
-            handles = [host.open(str(container.id)) for container in built]
-            rounds = args.rounds or max(1, 2000 // count)
-            row: dict[str, Any] = {"containers": count, "rounds": rounds}
-            listed = {ref.id for ref in host.containers()}
-            assert {str(c.id) for c in built} <= listed
-            row["enumerate_ms"] = best_of(args.repeats, host.containers) * 1e3
-            row.update(measure(host, handles, rounds, args.repeats))
-            row["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            rows.append(row)
-    print(
-        f"{'N':>6} {'files':>6} {'kept':>5} {'cgstats µs':>11} {'open/read/close µs':>19} "
-        f"{'pread µs':>9} {'x o/r/c':>8} {'x pread':>8}"
-    )
-    for row in rows:
-        print(
-            f"{row['containers']:>6} {row['files_per_container']:>6.1f} "
-            f"{row['files_kept_open_fraction']:>5.0%} {row['cgstats_us']:>11.1f} "
-            f"{row['open_read_close_us']:>19.1f} {row['pread_us']:>9.1f} "
-            f"{row['ratio_to_open_read_close']:>8.2f} {row['ratio_to_pread']:>8.2f}"
-        )
+    counts = [int(part) for part in args.counts.split(",")]
+    rows = [run(count, args, args.cpu_ticks if count == max(counts) else 0) for count in counts]
+    print_table(rows)
     if args.json:
         report = {
             "machine": {
                 "kernel": platform.release(),
                 "python": platform.python_version(),
                 "cpus": os.cpu_count(),
+                "rlimit_nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
             },
+            "step_s": STEP_S,
+            "limits_max_age_s": DEFAULT_LIMITS_MAX_AGE_S,
+            "repeats": args.repeats,
             "rows": rows,
         }
         with open(args.json, "w", encoding="utf-8") as handle:
