@@ -168,8 +168,9 @@ class Collector(Closing):
     :class:`~cgstats.events.SoftLimit`).
 
     ``host`` is a :class:`~cgstats.Host` (or anything with its methods, see
-    :class:`Source`); by default one is made for ``root`` with ``max_open_files``,
-    evicting files idle for two steps, and closed with the collector. ``clock``
+    :class:`Source`); by default one is made for ``root`` with ``max_open_files``
+    and ``limits_max_age_s``, evicting files idle for two steps, and closed
+    with the collector. ``clock``
     is the monotonic clock rates and scheduling use.
     """
 
@@ -182,6 +183,7 @@ class Collector(Closing):
         host: Optional[Source] = None,
         root: Optional[str] = None,
         max_open_files: Optional[int] = None,
+        limits_max_age_s: Optional[float] = None,
         on_event: Optional[Callable[[Event], object]] = None,
         rescan_s: float = 10.0,
         soft_limit_bytes: Optional[int] = None,
@@ -207,9 +209,16 @@ class Collector(Closing):
         specs = [] if containers is None else [_checked(spec) for spec in containers]
         self._own_host = host is None
         if host is None:
-            from cgstats.host import Host
+            from cgstats.host import DEFAULT_LIMITS_MAX_AGE_S, Host
 
-            host = Host(root, max_open_files=max_open_files, evict_idle_s=2 * self.step)
+            host = Host(
+                root,
+                max_open_files=max_open_files,
+                evict_idle_s=2 * self.step,
+                limits_max_age_s=DEFAULT_LIMITS_MAX_AGE_S
+                if limits_max_age_s is None
+                else limits_max_age_s,
+            )
         self.host: Source = host
         self._entries: dict[object, _Entry] = {}
         self._excluded: set[str] = set()

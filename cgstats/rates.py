@@ -11,11 +11,12 @@ negative rate is ever produced.
 
 from __future__ import annotations
 
-from typing import Optional
+from collections.abc import Sequence
+from typing import Optional, TypeVar
 
 import attrs
 
-from cgstats.model import BlkioDevice, BlkioStats, NetStats, Pressure, Sample, _Record
+from cgstats.model import BlkioDevice, BlkioStats, NetStats, Sample, _Record
 
 # Intervals shorter than this give rates dominated by the counters' own
 # granularity (cpu.stat is in µs, cpuacct is updated at ticks): not reported.
@@ -105,6 +106,20 @@ _RATE_FIELDS = tuple(
     if field.name not in ("blkio_devices", "net_interfaces")
 )
 _NO_RATES = dict.fromkeys(_RATE_FIELDS)
+_COUNT = len(_RATE_FIELDS) - 1  # the rates after interval_s
+
+
+def _at(name: str) -> int:
+    """Index of a rate in compute()'s list of the rates after ``interval_s``."""
+    return _RATE_FIELDS.index(name) - 1
+
+
+_CPU = _at("cpu_cores")  # then user, system, percent, throttled ratio, throttled s/s
+_BLKIO = _at("blkio_read_bytes_per_s")  # then write bytes, read ops, write ops
+_NET = _at("net_rx_bytes_per_s")  # then the 7 others in InterfaceRates order
+_PGFAULT = _at("pgfault_per_s")
+_PGMAJFAULT = _at("pgmajfault_per_s")
+_PRESSURE = _at("pressure_cpu_some_us_per_s")  # then cpu full, memory some/full, io some/full
 
 
 def first() -> Rates:
@@ -112,45 +127,17 @@ def first() -> Rates:
     return Rates(**_NO_RATES)  # type: ignore[arg-type]
 
 
-class _Deltas:
-    """Per-second deltas of one pair of samples; remembers whether one went backwards."""
+def _per_second(before: Optional[int], after: Optional[int], per_s: float) -> Optional[float]:
+    """``(after - before) * per_s``; ``None`` if unknown; negative if it went backwards."""
+    if before is None or after is None:
+        return None
+    return (after - before) * per_s
 
-    __slots__ = ("backwards", "interval_s")
 
-    def __init__(self, interval_s: float) -> None:
-        self.interval_s = interval_s
-        self.backwards = False
-
-    def rate(
-        self, before: Optional[int], after: Optional[int], scale: float = 1.0
-    ) -> Optional[float]:
-        """``(after - before) / interval / scale``; ``None`` if unknown or backwards."""
-        if before is None or after is None:
-            return None
-        delta = after - before
-        if delta < 0:
-            self.backwards = True
-            return None
-        return delta / self.interval_s / scale
-
-    def ratio(
-        self,
-        part_before: Optional[int],
-        part_after: Optional[int],
-        whole_before: Optional[int],
-        whole_after: Optional[int],
-    ) -> Optional[float]:
-        """Delta of ``part`` over delta of ``whole`` (0 to 1); ``None`` if nothing elapsed."""
-        if None in (part_before, part_after, whole_before, whole_after):
-            return None
-        part = part_after - part_before  # type: ignore[operator]
-        whole = whole_after - whole_before  # type: ignore[operator]
-        if part < 0 or whole < 0:
-            self.backwards = True
-            return None
-        if whole == 0:
-            return None
-        return min(part / whole, 1.0)
+def _rates(
+    pairs: Sequence[tuple[Optional[int], Optional[int]]], per_s: float
+) -> list[Optional[float]]:
+    return [None if a is None or b is None else (b - a) * per_s for a, b in pairs]
 
 
 def compute(before: Sample, after: Sample, interval_s: float, host_cpus: int) -> tuple[Rates, bool]:
@@ -164,52 +151,96 @@ def compute(before: Sample, after: Sample, interval_s: float, host_cpus: int) ->
     """
     if interval_s < MIN_INTERVAL_S:
         return first(), False
-    deltas = _Deltas(interval_s)
-    values: dict[str, Optional[float]] = dict(_NO_RATES)
-    values["interval_s"] = interval_s
-    _cpu(before, after, deltas, host_cpus, values)
-    devices = _blkio(before.blkio, after.blkio, deltas, values)
-    interfaces = _net(before.net, after.net, deltas, values)
-    if before.memory is not None and after.memory is not None:
-        stat_before = before.memory.stat or {}
-        stat_after = after.memory.stat or {}
-        values["pgfault_per_s"] = deltas.rate(stat_before.get("pgfault"), stat_after.get("pgfault"))
-        values["pgmajfault_per_s"] = deltas.rate(
-            stat_before.get("pgmajfault"), stat_after.get("pgmajfault")
+    per_s = 1.0 / interval_s
+    # Values in Rates field order after interval_s; negative marks "went backwards".
+    values: list[Optional[float]] = [None] * _COUNT
+    cpu_a, cpu_b = before.cpu, after.cpu
+    if cpu_a is not None and cpu_b is not None:
+        values[_CPU : _CPU + 3] = _rates(
+            (
+                (cpu_a.usage_ns, cpu_b.usage_ns),
+                (cpu_a.user_ns, cpu_b.user_ns),
+                (cpu_a.system_ns, cpu_b.system_ns),
+            ),
+            per_s * 1e-9,
         )
-    _pressure(before.pressure, after.pressure, deltas, values)
-    rates = Rates(**values, blkio_devices=devices, net_interfaces=interfaces)
-    return rates, deltas.backwards
+        cores = values[_CPU]
+        if cores is not None and cores >= 0:
+            base = cpu_b.limit_cores or float(host_cpus)
+            values[_CPU + 3] = cores / base * 100.0 if base > 0 else None
+        values[_CPU + 4] = _ratio(
+            cpu_a.throttled_periods, cpu_b.throttled_periods, cpu_a.periods, cpu_b.periods
+        )
+        values[_CPU + 5] = _per_second(cpu_a.throttled_ns, cpu_b.throttled_ns, per_s * 1e-9)
+    devices = _blkio(before.blkio, after.blkio, per_s, values)
+    interfaces = _net(before.net, after.net, per_s, values)
+    memory_a, memory_b = before.memory, after.memory
+    if memory_a is not None and memory_b is not None:
+        stat_a, stat_b = memory_a.stat or {}, memory_b.stat or {}
+        values[_PGFAULT] = _per_second(stat_a.get("pgfault"), stat_b.get("pgfault"), per_s)
+        values[_PGMAJFAULT] = _per_second(stat_a.get("pgmajfault"), stat_b.get("pgmajfault"), per_s)
+    pressure_a, pressure_b = before.pressure, after.pressure
+    if pressure_a is not None and pressure_b is not None:
+        index = _PRESSURE
+        for res_a, res_b in (
+            (pressure_a.cpu, pressure_b.cpu),
+            (pressure_a.memory, pressure_b.memory),
+            (pressure_a.io, pressure_b.io),
+        ):
+            if res_a is not None and res_b is not None:
+                for line_a, line_b in ((res_a.some, res_b.some), (res_a.full, res_b.full)):
+                    if line_a is not None and line_b is not None:
+                        values[index] = (line_b.total_us - line_a.total_us) * per_s
+                    index += 1
+            else:
+                index += 2
+    backwards = False
+    for index, value in enumerate(values):
+        if value is not None and value < 0:
+            values[index] = None
+            backwards = True
+    if backwards:
+        if values[_CPU] is None:
+            values[_CPU + 3] = None  # cpu_percent follows cpu_cores
+        devices = tuple(_forward(d) for d in devices)
+        interfaces = tuple(_forward(i) for i in interfaces)
+    rates = Rates(interval_s, *values, devices, interfaces)  # type: ignore[arg-type, call-arg]
+    return rates, backwards
 
 
-def _cpu(
-    before: Sample,
-    after: Sample,
-    deltas: _Deltas,
-    host_cpus: int,
-    values: dict[str, Optional[float]],
-) -> None:
-    a, b = before.cpu, after.cpu
-    if a is None or b is None:
-        return
-    cores = deltas.rate(a.usage_ns, b.usage_ns, 1e9)
-    values["cpu_cores"] = cores
-    values["cpu_user_cores"] = deltas.rate(a.user_ns, b.user_ns, 1e9)
-    values["cpu_system_cores"] = deltas.rate(a.system_ns, b.system_ns, 1e9)
-    if cores is not None:
-        base = b.limit_cores or float(host_cpus)
-        values["cpu_percent"] = cores / base * 100.0 if base > 0 else None
-    values["throttled_ratio"] = deltas.ratio(
-        a.throttled_periods, b.throttled_periods, a.periods, b.periods
-    )
-    values["throttled_s_per_s"] = deltas.rate(a.throttled_ns, b.throttled_ns, 1e9)
+def _ratio(
+    part_a: Optional[int], part_b: Optional[int], whole_a: Optional[int], whole_b: Optional[int]
+) -> Optional[float]:
+    """Delta of ``part`` over delta of ``whole`` (0 to 1); ``None`` if nothing elapsed.
+
+    Negative (-1.0) when either went backwards.
+    """
+    if part_a is None or part_b is None or whole_a is None or whole_b is None:
+        return None
+    part, whole = part_b - part_a, whole_b - whole_a
+    if part < 0 or whole < 0:
+        return -1.0
+    if whole == 0:
+        return None
+    return min(part / whole, 1.0)
+
+
+_R = TypeVar("_R", DeviceRates, InterfaceRates)
+
+
+def _forward(record: _R) -> _R:
+    """``record`` with every negative (backwards) rate replaced by ``None``."""
+    values = attrs.astuple(record, recurse=False)
+    if not any(isinstance(v, float) and v < 0 for v in values):
+        return record
+    return type(record)(*(None if isinstance(v, float) and v < 0 else v for v in values))  # type: ignore[arg-type]
 
 
 def _blkio(
     before: Optional[BlkioStats],
     after: Optional[BlkioStats],
-    deltas: _Deltas,
-    values: dict[str, Optional[float]],
+    per_s: float,
+    values: list[Optional[float]],
 ) -> tuple[DeviceRates, ...]:
     if before is None or after is None or not before.available or not after.available:
         return ()
@@ -220,28 +251,26 @@ def _blkio(
         # The kernel lists a device once the cgroup has done IO on it, so one
         # that appears between two reads of the same cgroup started from zero.
         old = previous.get((device.major, device.minor), _NO_IO)
-        rates = (
-            deltas.rate(old.read_bytes, device.read_bytes),
-            deltas.rate(old.write_bytes, device.write_bytes),
-            deltas.rate(old.read_ops, device.read_ops),
-            deltas.rate(old.write_ops, device.write_ops),
+        rates = _rates(
+            (
+                (old.read_bytes, device.read_bytes),
+                (old.write_bytes, device.write_bytes),
+                (old.read_ops, device.read_ops),
+                (old.write_ops, device.write_ops),
+            ),
+            per_s,
         )
         devices.append(DeviceRates(device.major, device.minor, device.device, *rates))
         totals = [_add(total, rate) for total, rate in zip(totals, rates)]
-    (
-        values["blkio_read_bytes_per_s"],
-        values["blkio_write_bytes_per_s"],
-        values["blkio_read_ops_per_s"],
-        values["blkio_write_ops_per_s"],
-    ) = totals
+    values[_BLKIO : _BLKIO + 4] = totals
     return tuple(devices)
 
 
 def _net(
     before: Optional[NetStats],
     after: Optional[NetStats],
-    deltas: _Deltas,
-    values: dict[str, Optional[float]],
+    per_s: float,
+    values: list[Optional[float]],
 ) -> tuple[InterfaceRates, ...]:
     if before is None or after is None or before.netns != after.netns:
         # Another namespace means other counters: no delta across the change.
@@ -249,59 +278,31 @@ def _net(
     previous = {i.name: i for i in before.interfaces}
     interfaces = []
     totals: list[Optional[float]] = [0.0] * 8
-    for interface in after.interfaces:
-        old = previous.get(interface.name)
+    for new in after.interfaces:
+        old = previous.get(new.name)
         if old is None:
             continue
-        rates = (
-            deltas.rate(old.rx_bytes, interface.rx_bytes),
-            deltas.rate(old.tx_bytes, interface.tx_bytes),
-            deltas.rate(old.rx_packets, interface.rx_packets),
-            deltas.rate(old.tx_packets, interface.tx_packets),
-            deltas.rate(old.rx_errors, interface.rx_errors),
-            deltas.rate(old.tx_errors, interface.tx_errors),
-            deltas.rate(old.rx_dropped, interface.rx_dropped),
-            deltas.rate(old.tx_dropped, interface.tx_dropped),
-        )
-        interfaces.append(InterfaceRates(interface.name, *rates))
-        if interface.name not in TOTALS_SKIP_INTERFACES:
+        rates = [
+            (new.rx_bytes - old.rx_bytes) * per_s,
+            (new.tx_bytes - old.tx_bytes) * per_s,
+            (new.rx_packets - old.rx_packets) * per_s,
+            (new.tx_packets - old.tx_packets) * per_s,
+            (new.rx_errors - old.rx_errors) * per_s,
+            (new.tx_errors - old.tx_errors) * per_s,
+            (new.rx_dropped - old.rx_dropped) * per_s,
+            (new.tx_dropped - old.tx_dropped) * per_s,
+        ]
+        interfaces.append(InterfaceRates(new.name, *rates))
+        if new.name not in TOTALS_SKIP_INTERFACES:
             totals = [_add(total, rate) for total, rate in zip(totals, rates)]
-    (
-        values["net_rx_bytes_per_s"],
-        values["net_tx_bytes_per_s"],
-        values["net_rx_packets_per_s"],
-        values["net_tx_packets_per_s"],
-        values["net_rx_errors_per_s"],
-        values["net_tx_errors_per_s"],
-        values["net_rx_dropped_per_s"],
-        values["net_tx_dropped_per_s"],
-    ) = totals
+    values[_NET : _NET + 8] = totals
     return tuple(interfaces)
 
 
-def _pressure(
-    before: Optional[Pressure],
-    after: Optional[Pressure],
-    deltas: _Deltas,
-    values: dict[str, Optional[float]],
-) -> None:
-    if before is None or after is None:
-        return
-    for name in ("cpu", "memory", "io"):
-        old, new = getattr(before, name), getattr(after, name)
-        if old is None or new is None:
-            continue
-        for line in ("some", "full"):
-            old_line, new_line = getattr(old, line), getattr(new, line)
-            if old_line is None or new_line is None:
-                continue
-            values[f"pressure_{name}_{line}_us_per_s"] = deltas.rate(
-                old_line.total_us, new_line.total_us
-            )
-
-
 def _add(total: Optional[float], rate: Optional[float]) -> Optional[float]:
-    """Sum that becomes unknown as soon as one part is unknown."""
-    if total is None or rate is None:
+    """Sum that becomes unknown as soon as one part is unknown (or went backwards)."""
+    if total is None or rate is None or total < 0:
         return None
+    if rate < 0:
+        return -1.0
     return total + rate
