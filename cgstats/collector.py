@@ -28,7 +28,7 @@ from cgstats import rates as rates_
 from cgstats._closing import Closing
 from cgstats.container import ContainerRef
 from cgstats.discovery import parse_spec
-from cgstats.errors import CgstatsError, ContainerGone
+from cgstats.errors import CgstatsError, ContainerGone, ContainerNotFound
 from cgstats.events import Event, SoftLimit
 from cgstats.model import Sample
 from cgstats.rates import Rates
@@ -300,6 +300,8 @@ class Collector(Closing):
         """
         if count is not None and count < 0:
             raise ValueError(f"count must be >= 0, not {count}")
+        if threading.current_thread() is not self._thread:
+            self._stop.clear()  # called directly: a stop() before this run is over
         done = 0
         next_slot = self._clock()
         while not self._stop.is_set() and (count is None or done < count):
@@ -435,6 +437,10 @@ class Collector(Closing):
                 return False
             entry.handle = self.host.open(entry.ref)
         except ContainerGone:
+            return False
+        except ContainerNotFound as error:
+            if entry.ref is None:  # never seen: say so once; a gone one just waits
+                self._error(entry, str(error), events)
             return False
         except CgstatsError as error:
             self._error(entry, str(error), events)

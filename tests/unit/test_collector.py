@@ -504,3 +504,28 @@ def test_late_ticks_are_flagged(fake: FakeHost, clock: Clock) -> None:
 def test_a_step_must_be_a_positive_duration(fake: FakeHost, step: float) -> None:
     with pytest.raises(ValueError):
         Collector([], step=step, host=fake)  # type: ignore[arg-type]
+
+
+def test_a_named_container_that_is_gone_waits_quietly_and_comes_back(
+    fake: FakeHost, clock: Clock
+) -> None:
+    a = fake.add(A)
+    collector, events = make(fake, clock, [A[:12]], rescan_s=10.0)
+    collector.tick()
+    a.present = False
+    for _ in range(3):
+        clock.now += 10
+        assert collector.tick() == []
+    assert [e.kind for e in events] == ["appeared", "gone"]  # no "not found" noise
+    a.present, a.inode = True, 9
+    clock.now += 10
+    reading = collector.tick()[0]
+    assert reading.reset and [e.kind for e in events] == ["appeared", "gone", "restarted"]
+
+
+def test_run_again_after_stop(fake: FakeHost, clock: Clock) -> None:
+    fake.add(A)
+    collector, _ = make(fake, clock, [A])
+    collector.stop()
+    collector._stop.wait = lambda timeout: False  # type: ignore[method-assign]
+    assert collector.run(count=2) == 2
