@@ -23,6 +23,7 @@ import workload
 from cgstats import Collector, Event, Reading
 
 KiB = 1 << 10
+MiB = 1 << 20
 
 
 def docker_container(base: workload.Base, container_id: str | None = None) -> workload.Container:
@@ -235,3 +236,25 @@ def test_cli_watch_json_and_a_closed_pipe(base: workload.Base) -> None:
     code, got, err = dump("--watch", "--json", "--step", "0.2", container.id, lines=1)
     assert json.loads(got[0])["id"] == container.id
     assert code == 0 and err == "", err
+
+
+def test_soft_limit_events_on_the_way_up_and_down(base: workload.Base) -> None:
+    container = docker_container(base)
+    container.spawn(workload.idle_argv())
+    assert container.id is not None
+    recorder = Recorder()
+    threshold = 32 * MiB
+    with Collector([container.id], sinks=[recorder], soft_limit_bytes=threshold) as collector:
+        collector.tick()
+        hog = container.spawn(workload.memory_hog_argv(48))
+        assert hog.read_json()["bytes_allocated"] == 48 * MiB
+        collector.tick()
+        hog.kill()
+        hog.wait()
+        collector.tick()
+    soft = [e for e in recorder.events if e.kind.startswith("soft_limit")]
+    assert [e.kind for e in soft] == ["soft_limit_exceeded", "soft_limit_cleared"], soft
+    up, down = soft
+    assert up.threshold_bytes == threshold and up.value_bytes is not None
+    assert up.value_bytes >= 48 * MiB
+    assert down.value_bytes is not None and down.value_bytes < threshold * 0.95
