@@ -398,30 +398,23 @@ class Collector(Closing):
                 self._remove(key, str(spec))
 
     def _remove(self, key: object, spec: str) -> None:
+        """Drop the entry named ``spec`` (or the one container its ID prefix names)."""
         entry = self._entries.pop(key, None)
-        if entry is None:
-            matches = [
-                k
-                for k, e in self._entries.items()
-                if e.ref is not None and (e.ref.id == spec or e.ref.id.startswith(spec))
-            ]
-            exact = [k for k in matches if self._entries[k].ref.id == spec]  # type: ignore[union-attr]
-            if len(matches) > 1 and not exact:
-                log.warning(
-                    "remove(%r): ambiguous among %d containers, ignored", spec, len(matches)
-                )
-                return
-            matches = exact or matches
-            for match in matches:
-                removed = self._entries.pop(match)
-                _close(removed)
-                if self._discover and removed.ref is not None:
-                    self._excluded.add(removed.ref.id)
-        else:
+        if entry is not None:
             _close(entry)
-            if self._discover and entry.ref is not None:
-                self._excluded.add(entry.ref.id)
+            ids = {entry.ref.id} if entry.ref is not None else set()
+        else:
+            ids = {e.ref.id for e in self._entries.values() if e.ref and e.ref.id.startswith(spec)}
+            if len(ids) > 1 and spec not in ids:
+                log.warning("remove(%r): ambiguous among %d containers, ignored", spec, len(ids))
+                return
+            ids = {spec} if spec in ids else ids
+        # The same container may also be held under another name (or discovered).
+        for other_key, other in list(self._entries.items()):
+            if other.ref is not None and other.ref.id in ids:
+                _close(self._entries.pop(other_key))
         if self._discover:
+            self._excluded.update(ids)
             self._excluded.add(spec)
 
     def _open(self, entry: _Entry, events: list[Event], kind: str, resolve: bool) -> bool:
@@ -479,7 +472,10 @@ class Collector(Closing):
                 held = {e.ref.cgroup for e in self._entries.values() if e.spec and e.ref}
                 for key, entry in list(self._entries.items()):
                     if entry.spec is None and key not in current:
-                        self._gone(key, entry, "no longer listed", events)
+                        if entry.ref is not None and entry.ref.id in self._excluded:
+                            _close(self._entries.pop(key))  # removed by the caller
+                        else:
+                            self._gone(key, entry, "no longer listed", events)
                 for cgroup, ref in current.items():
                     if cgroup not in self._entries and cgroup not in held:
                         entry = _Entry(None)

@@ -529,3 +529,19 @@ def test_run_again_after_stop(fake: FakeHost, clock: Clock) -> None:
     collector.stop()
     collector._stop.wait = lambda timeout: False  # type: ignore[method-assign]
     assert collector.run(count=2) == 2
+
+
+def test_a_discovered_container_added_by_name_is_read_once_and_removed_quietly(
+    fake: FakeHost, clock: Clock
+) -> None:
+    fake.add(A), fake.add(B)
+    collector, events = make(fake, clock)
+    collector.tick()
+    collector.add(A[:10])
+    clock.now += 20
+    assert sorted(r.id for r in collector.tick()) == [A, B]  # A once, not twice
+    collector.remove(A[:10])
+    for _ in range(2):
+        clock.now += 20
+        assert [r.id for r in collector.tick()] == [B]
+    assert "gone" not in [e.kind for e in events] and fake.open_handles == 1
