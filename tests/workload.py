@@ -1147,6 +1147,40 @@ print(json.dumps({"ready": True, "forked": len(kids), "failed": len(errs),
     + _PAUSE
 )
 
+ACTIVE_IDLER = (
+    """
+import json, mmap, os, resource, sys
+cpu_s, nbytes, path, io_bytes = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+x = 0
+while True:
+    for _ in range(20000):
+        x += 1
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    if r.ru_utime + r.ru_stime >= cpu_s:
+        break
+mem = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+for off in range(0, nbytes, mmap.PAGESIZE):
+    mem[off] = 1
+wrote = read = 0
+if io_bytes:
+    chunk = 1 << 20
+    buf = mmap.mmap(-1, chunk)
+    buf.write(b"\\x5a" * chunk)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o600)
+    while wrote < io_bytes:
+        wrote += os.pwrite(fd, buf, wrote)
+    os.fsync(fd)
+    os.close(fd)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    while read < io_bytes // 2:
+        read += os.preadv(fd, [buf], read)
+    os.close(fd)
+print(json.dumps({"ready": True, "bytes_allocated": nbytes, "bytes_written": wrote,
+                  "bytes_read": read}), flush=True)
+"""
+    + _PAUSE
+)
+
 _NET_DEV_FN = """
 def netdev(iface):
     for line in open("/proc/self/net/dev").read().splitlines()[2:]:
@@ -1246,6 +1280,15 @@ def sleepers_argv(n: int) -> list[str]:
 def forker_argv(n: int) -> list[str]:
     """Try to fork ``n`` sleeping children; reports ``forked``/``failed`` (pids.max)."""
     return py(FORKER, n)
+
+
+def active_idler_argv(cpu_s: float, mib: int, path: str = "", io_mib: int = 0) -> list[str]:
+    """Burn ``cpu_s`` s of CPU, touch ``mib`` MiB of anonymous memory, write
+    ``io_mib`` MiB to ``path`` with O_DIRECT (+fsync) and read half of it back,
+    report (``bytes_allocated``, ``bytes_written``, ``bytes_read``), then sleep
+    with all of it still held: one process whose counters stay put for readers.
+    """
+    return py(ACTIVE_IDLER, cpu_s, mib * MiB, path, io_mib * MiB)
 
 
 def udp_sender_argv(

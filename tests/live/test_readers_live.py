@@ -7,6 +7,7 @@ least what was touched and under 48 MiB more; O_DIRECT bytes exact up to
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 
@@ -54,6 +55,12 @@ def test_cpu_quota_and_throttling(base: workload.Base, host: Host) -> None:
     assert cpu.periods and cpu.periods >= 5
     assert cpu.throttled_periods and cpu.throttled_periods >= 1
     assert cpu.throttled_ns and cpu.throttled_ns > 0
+    pressure = read(host, container).pressure
+    if pressure is not None and pressure.cpu is not None:  # PSI: v2, or hybrid's unified tree
+        # Throttled yet runnable: a CPU stall for the cgroup, "full" too
+        # since no task of it could run.
+        assert pressure.cpu.some is not None and pressure.cpu.some.total_us > 0
+        assert pressure.cpu.full is None or pressure.cpu.full.total_us > 0
 
 
 def test_memory_allocated_after_joining(base: workload.Base, host: Host) -> None:
@@ -99,6 +106,20 @@ def test_sleeping_children_and_pids_limit(base: workload.Base, host: Host) -> No
     assert (pids.current, pids.limit) == (8, 32)
 
 
+def test_pids_max_reached(base: workload.Base, host: Host) -> None:
+    container = docker_container(base)
+    container.limit_pids(4)
+    forker = container.spawn(workload.forker_argv(8))
+    report = forker.read_json()
+    # The forker and 3 children fill pids.max; the other 5 forks fail (EAGAIN).
+    assert (report["forked"], report["failed"]) == (3, 5), report
+    assert report["errnos"] == [errno.EAGAIN]
+    pids = read(host, container).pids
+    assert pids is not None and (pids.current, pids.limit) == (4, 4)
+    # The kernel's count of refused forks (pids.events, v1 and v2 alike).
+    assert container.read("pids.events").split() == ["max", "5"]
+
+
 def test_packets_in_a_private_netns(base: workload.Base, host: Host) -> None:
     container = docker_container(base)
     with workload.Netns() as netns:
@@ -118,11 +139,24 @@ def test_packets_in_a_private_netns(base: workload.Base, host: Host) -> None:
         container.kill_all()
 
 
-def test_pod_containers_share_a_netns_and_veth_counts(base: workload.Base, host: Host) -> None:
+def pod_container_layout(driver: str, pod_uid: str, container_id: str) -> str:
+    """Where kubelet puts a burstable pod's container, with either cgroup driver."""
+    if driver == "cgroupfs":
+        return f"kubepods/burstable/pod{pod_uid}/{container_id}"
+    pod = f"kubepods-burstable-pod{workload.systemd_pod_uid(pod_uid)}.slice"
+    return f"kubepods.slice/kubepods-burstable.slice/{pod}/cri-containerd-{container_id}.scope"
+
+
+@pytest.mark.parametrize("driver", ["cgroupfs", "systemd"])
+def test_pod_containers_share_a_netns_and_veth_counts(
+    base: workload.Base, host: Host, driver: str
+) -> None:
     pod_uid = workload.random_pod_uid()
     first_id, second_id = workload.random_id(), workload.random_id()
-    first = base.container(f"kubepods/burstable/pod{pod_uid}/{first_id}", container_id=first_id)
-    second = base.container(f"kubepods/burstable/pod{pod_uid}/{second_id}", container_id=second_id)
+    first = base.container(pod_container_layout(driver, pod_uid, first_id), container_id=first_id)
+    second = base.container(
+        pod_container_layout(driver, pod_uid, second_id), container_id=second_id
+    )
     with workload.Netns() as pod, workload.Netns() as peer:
         veth = pod.veth_to(peer)
         receiver = docker_container(base)
@@ -138,6 +172,8 @@ def test_pod_containers_share_a_netns_and_veth_counts(base: workload.Base, host:
         assert samples[0].net is not None and samples[1].net is not None
         assert samples[0].net.netns == samples[1].net.netns == pod.inode
         assert samples[0].pod_uid == samples[1].pod_uid == pod_uid
+        assert samples[0].runtime == samples[1].runtime == "containerd"
+        assert samples[0].cgroup == first.paths[primary_key(base)]
         sent = {i.name: i for i in samples[0].net.interfaces}["veth0"]
         got = read(host, receiver).net
         assert got is not None
@@ -176,12 +212,24 @@ def _wait_in_netns(pid: int, netns: workload.Netns, timeout: float = 30.0) -> No
         time.sleep(0.01)
 
 
-def test_pid_spec_resolves_to_the_container(base: workload.Base, host: Host) -> None:
-    container = docker_container(base)
+@pytest.mark.parametrize("driver", ["cgroupfs", "systemd"])
+def test_pid_spec_resolves_to_the_container(base: workload.Base, host: Host, driver: str) -> None:
+    container_id = workload.random_id()
+    layout = f"docker/{container_id}"
+    if driver == "systemd":  # dockerd with the systemd cgroup driver
+        layout = f"system.slice/docker-{container_id}.scope"
+    container = base.container(layout, container_id=container_id)
     proc = container.spawn(workload.idle_argv())
     sample = host.read(f"pid:{proc.pid}")
     assert sample.id == container.id and sample.runtime == "docker"
+    assert sample.cgroup == container.paths[primary_key(base)]
     assert sample.pids is not None and sample.pids.current == 1
+    assert host.read(container_id[:12]).cgroup == sample.cgroup
+
+
+def primary_key(base: workload.Base) -> str:
+    """The hierarchy whose path cgstats reports as ``Sample.cgroup``."""
+    return workload.CGROUP2_KEY if base.mode == "unified" else "memory"
 
 
 def test_every_hierarchy_is_found_when_paths_differ(base: workload.Base, host: Host) -> None:

@@ -83,6 +83,46 @@ else
     log "no /dev/vda"
 fi
 
+# /dev/vdb: a raw scratch disk (no filesystem) that tests may discard blocks on.
+SCRATCH_DEV=""
+if [ -b /dev/vdb ]; then
+    SCRATCH_DEV=/dev/vdb
+    log "/dev/vdb ($(cat /sys/block/vdb/dev)) is the scratch disk;" \
+        "discard_max_bytes $(cat /sys/block/vdb/queue/discard_max_bytes)"
+fi
+
+# --- a cached view of the host's files -----------------------------------------
+# vng shares the host's / over 9p without caching: every stat and every page
+# of a mapped library is a round trip, and a Python start costs 2-7 s under
+# emulation. The host exports / a second time (tag cgstats_ro, run_in_vm.py);
+# mounted with cache=loose it is bound over the repo, the venv and the venv's
+# Python, which nobody changes while the guest runs. Best effort: without it
+# everything works, only slower.
+HOSTRO=/run/cgstats-vm/host
+bind_cached() {
+    local dir=$1
+    [ -d "$dir" ] && [ -d "$HOSTRO$dir" ] || return 0
+    if mount --bind "$HOSTRO$dir" "$dir" 2>> "$LOG"; then
+        log "cached view bound over $dir"
+    else
+        log "could not bind the cached view over $dir"
+    fi
+}
+mkdir -p "$HOSTRO"
+if mount -t 9p -o trans=virtio,version=9p2000.L,cache=loose,ro,msize=512000 \
+        cgstats_ro "$HOSTRO" 2>> "$LOG"; then
+    PY_HOME=$(sed -n 's/^home *= *//p' "$VENV/pyvenv.cfg" 2>/dev/null)
+    PY_PREFIX=$(dirname "${PY_HOME:-/usr/bin}")
+    case "$PY_PREFIX" in
+        /|/usr) for d in "$PY_PREFIX"/lib/python3*; do bind_cached "$d"; done ;;
+        *) bind_cached "$PY_PREFIX" ;;
+    esac
+    bind_cached "$VENV"
+    bind_cached "$REPO"
+else
+    log "no cached view of the host (tag cgstats_ro): the host's files are read uncached"
+fi
+
 # --- environment -------------------------------------------------------------
 # Start from a clean, known environment; the host adds to it through OUT/vm/env.
 unset PYTHONHOME PYTHONPATH
@@ -95,6 +135,7 @@ export CGSTATS_VM_OUT="$OUT"
 export CGSTATS_VM_CGROUP="$RUNNER"
 export CGSTATS_VM_DISK="$DISK_DIR"
 export CGSTATS_VM_DISK_DEV="$DISK_DEV"
+export CGSTATS_VM_SCRATCH_DEV="$SCRATCH_DEV"
 while IFS= read -r -d '' kv; do
     export "${kv?}"
 done < "$VM/env"

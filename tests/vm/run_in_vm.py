@@ -40,6 +40,14 @@ EXIT_TIMEOUT = 124
 EXIT_VM_FAILED = 125
 
 DISK_SIZE = 256 * 1024 * 1024
+# A second, raw disk (no filesystem): the guest's /dev/vdb, for tests that
+# discard blocks (blkdiscard) without touching a mounted filesystem.
+SCRATCH_SIZE = 64 * 1024 * 1024
+# A second 9p export of the host's /, mounted in the guest with cache=loose
+# and bound over the repo, the venv and its Python: vng's own root mount has
+# no cache, and every process start under emulation then costs 2-7 s of 9p
+# round trips (see tests/vm/README.md).
+CACHED_ROOT_TAG = "cgstats_ro"
 DEFAULT_TIMEOUT = 900.0
 
 
@@ -73,13 +81,17 @@ def newest_kernel() -> Path:
 
 
 def default_venv() -> Path:
-    """The virtualenv whose ``python`` the guest should use."""
+    """The virtualenv whose ``python`` the guest should use.
+
+    ``$CGSTATS_VM_VENV``, else the virtualenv running this script (in CI the
+    clean clone's ``.venv``, with tox the env's), else the repository's ``.venv``.
+    """
     env = os.environ.get("CGSTATS_VM_VENV")
     if env:
         return Path(env)
     if sys.prefix != sys.base_prefix:
         return Path(sys.prefix)
-    return Path("/work/venv")
+    return REPO / ".venv"
 
 
 def find_tools(venv: Path) -> tuple[str, str]:
@@ -117,7 +129,15 @@ def write_nul(path: Path, items: list[str]) -> None:
     path.write_bytes(b"".join(s.encode() + b"\0" for s in items))
 
 
-def vng_command(vng: str, kernel: Path, out: Path, disk: Path, cpus: int, memory: str) -> list[str]:
+def vng_command(
+    vng: str, kernel: Path, out: Path, disks: list[Path], cpus: int, memory: str
+) -> list[str]:
+    disk_args = [arg for disk in disks for arg in ("--disk", str(disk))]
+    cached_root = (
+        f"-fsdev local,id={CACHED_ROOT_TAG},path=/,security_model=none,readonly=on,"
+        f"multidevs=remap -device virtio-9p-pci,fsdev={CACHED_ROOT_TAG},"
+        f"mount_tag={CACHED_ROOT_TAG}"
+    )
     return [
         vng,
         "--run",
@@ -129,10 +149,11 @@ def vng_command(vng: str, kernel: Path, out: Path, disk: Path, cpus: int, memory
         str(cpus),
         "--rwdir",
         str(out),
-        "--disk",
-        str(disk),
+        *disk_args,
         "--cwd",
         str(REPO),
+        # vng pastes this into a shell command line: it must hold no quotes.
+        f"--qemu-opts={cached_root}",
         "--",
         f"bash {shlex.quote(str(GUEST_SETUP))} {shlex.quote(str(out))}",
     ]
@@ -211,7 +232,10 @@ def run(
     with tempfile.TemporaryDirectory(prefix="cgstats-vm-disk-") as disk_dir:
         disk = Path(disk_dir) / "disk.img"
         make_disk(disk, env)
-        cmd = vng_command(vng, kernel, out, disk, cpus, memory)
+        scratch = Path(disk_dir) / "scratch.img"
+        with scratch.open("wb") as f:
+            f.truncate(SCRATCH_SIZE)
+        cmd = vng_command(vng, kernel, out, [disk, scratch], cpus, memory)
         print(
             f"run_in_vm: booting {kernel.name} (software emulation): {' '.join(cmd)}",
             file=sys.stderr,
