@@ -59,7 +59,10 @@ class Host(Closing):
     ``limits_max_age_s`` is how old the limit and setting fields of a sample
     (quotas, shares, cpusets, memory and pids limits) may be: their files are
     re-read when their last reading is that old (see :mod:`cgstats.container`);
-    0 re-reads them on every sample. A Host is meant for one thread at a time.
+    0 re-reads them on every sample. With ``reuse_unchanged`` (the default), a
+    section whose files read exactly as at the container's previous sample
+    is not parsed again (see :mod:`cgstats.container`); false parses every
+    file of every sample. A Host is meant for one thread at a time.
     """
 
     def __init__(
@@ -69,10 +72,12 @@ class Host(Closing):
         max_open_files: Optional[int] = None,
         evict_idle_s: float = DEFAULT_EVICT_IDLE_S,
         limits_max_age_s: float = DEFAULT_LIMITS_MAX_AGE_S,
+        reuse_unchanged: bool = True,
     ) -> None:
         if not limits_max_age_s >= 0:
             raise ValueError(f"limits_max_age_s must be >= 0, not {limits_max_age_s!r}")
         self.limits_max_age_s = float(limits_max_age_s)
+        self.reuse_unchanged = reuse_unchanged
         self.root = os.path.abspath(root or os.environ.get(ROOT_ENV) or "/")
         self.hierarchies = mounts.discover(self.root)
         self.mode = self.hierarchies.mode

@@ -13,6 +13,8 @@ from cgstats._fileio import FileCache, FileGroup
 from cgstats.model import NetInterface, PressureLine, PressureResource
 from cgstats.readers import cpu, memory, pids
 
+USAGE_FILES = ("memory.usage_in_bytes", "memory.current")
+
 
 def test_records_built_positionally_keep_their_field_order() -> None:
     # pressure.parse_pressure and net._interface pass these positionally.
@@ -104,3 +106,32 @@ def test_limits_are_kept_for_limits_max_age_s_then_read_again(
             out.write("77\n")
         sample = handle.read()
         assert sample.pids is not None and sample.pids.limit == 77
+
+
+@pytest.mark.skipif(not fixture_trees.available(), reason="no fixture tree captured")
+@pytest.mark.parametrize("tree", fixture_trees.available() or ["none"])
+def test_unchanged_sections_are_reused_without_sharing_dicts(
+    tree: str, tmp_path: os.PathLike[str]
+) -> None:
+    root = os.path.join(tmp_path, "root")
+    fixture_trees.copy_subset(tree, root)
+    main = fixture_trees.container(fixture_trees.capture(tree), "main")
+    with Host(root, reuse_unchanged=False) as host:
+        parsed = host.read(main["id"])
+    with Host(root) as host, host.open(main["id"]) as handle:
+        first = handle.read()
+        second = handle.read()
+        assert first.memory is not None and second.memory is not None
+        assert first.memory.stat is not None and second.memory.stat is not None
+        for sample in (first, second):
+            assert attrs.evolve(sample, timestamp=0.0) == attrs.evolve(parsed, timestamp=0.0)
+        assert second.memory.stat is not first.memory.stat  # no mutable object shared
+        first.memory.stat["rss"] = -1  # a caller's mutation stays in its own sample
+        third = handle.read()
+        assert third.memory is not None and third.memory.stat == parsed.memory.stat  # type: ignore[union-attr]
+        usage = next(p for p in handle.files if os.path.basename(p) in USAGE_FILES)
+        with open(usage, "w", encoding="ascii") as out:
+            out.write("12345\n")
+        changed = handle.read()
+        assert changed.memory is not None and changed.memory.usage_bytes == 12345
+        assert changed.cpu == second.cpu  # other sections as before
