@@ -10,16 +10,19 @@ in microseconds per container per sample:
   computed against the previous tick). Limits and settings are re-read every
   ``Host.limits_max_age_s`` (10 s), so the figure is the cost between two
   refreshes plus a refresh's extra cost spread over the ticks of that period
-  at a 1 s step (both are measured, with ``limits_max_age_s`` at 10 and 0);
-- ``read()``: ``Container.read()`` alone (no collector, no rates);
+  at a 1 s step (both are measured, with ``limits_max_age_s`` at 10 and 0).
+  These containers are idle, so every section reads as at the previous tick
+  and is reused (``Host.reuse_unchanged``); ``all parsed`` is the same with
+  reuse off, the cost for containers whose every counter moves;
+- ``read()``: ``Container.read()`` alone (no collector, no rates), reuse on and off;
 - ``open/read/close``: every file a sample needs (counters, limits, ``net/dev``)
   opened, read and closed, no parsing: what most agents do;
 - ``pread``: ``os.pread`` at offset 0 on the same files kept open, no parsing:
   the floor of any reader (also for the counters alone).
 
 At the largest N it also ticks the collector every second for ``--cpu-ticks``
-ticks (rescan every 10 s, as by default) and reports the process CPU time
-(``time.process_time``) per tick as a share of one core. It prints a table,
+ticks (rescan every 10 s, as by default), with reuse on and off, and reports
+the process CPU time (``time.process_time``) per tick as a share of one core. It prints a table,
 the process's peak RSS (``ru_maxrss``) and open-file count
 (``/proc/self/fd``), and with ``--json`` writes every figure. Needs root.
 Run with ``tox -e bench`` or ``python benchmarks/bench_read.py --counts 10,100``.
@@ -96,18 +99,19 @@ def measure_read(host: Host, ids: list[str], rounds: int, repeats: int) -> dict[
             for handle in handles:
                 handle.read()
 
-    seconds = best_of(repeats, read_all)
+    per_container = 1e6 / (rounds * len(ids))
+    result = {"read_us": best_of(repeats, read_all) * per_container}
+    host.reuse_unchanged = False
+    result["read_all_parsed_us"] = best_of(repeats, read_all) * per_container
+    host.reuse_unchanged = True
     for handle in handles:
         handle.close()
-    return {
-        "read_us": seconds * 1e6 / (rounds * len(ids)),
-        "counter_paths": counters,
-        "limit_paths": limits,
-    }
+    return {**result, "counter_paths": counters, "limit_paths": limits}
 
 
 def measure_collector(host: Host, ids: list[str], rounds: int, repeats: int) -> dict[str, Any]:
-    """``Collector.tick()`` per container: between refreshes, with every limit read, amortized."""
+    """``Collector.tick()`` per container: between refreshes, with every limit read, amortized;
+    with unchanged sections reused (``cgstats_us``) and with everything parsed."""
     result: dict[str, Any] = {}
     # No rescan inside the timings: the IDs are given and the period is long.
     with Collector(ids, step=STEP_S, host=host, rescan_s=1e9) as collector:
@@ -116,31 +120,35 @@ def measure_collector(host: Host, ids: list[str], rounds: int, repeats: int) -> 
         assert len(readings) == len(ids)
         assert all(r.rates.interval_s is not None for r in readings), "rates not computed"
         assert all(r.sample.errors == () for r in readings)
+        result["files_kept_open"] = len(host.files)
+        result["open_files"] = open_files()
 
         def ticks() -> None:
             for _ in range(rounds):
                 collector.tick()
 
         per_container = 1e6 / (rounds * len(ids))
-        result["tick_steady_us"] = best_of(repeats, ticks) * per_container
-        result["files_kept_open"] = len(host.files)
-        result["open_files"] = open_files()
-        host.limits_max_age_s = 0.0  # every read refreshes the limit files
-        collector.tick()
-        result["tick_limits_every_sample_us"] = best_of(repeats, ticks) * per_container
-        host.limits_max_age_s = DEFAULT_LIMITS_MAX_AGE_S
-    # One refresh per limits_max_age_s: at a 1 s step, its extra cost is spread
-    # over max_age / step ticks.
-    refresh_extra = result["tick_limits_every_sample_us"] - result["tick_steady_us"]
-    result["cgstats_us"] = result["tick_steady_us"] + refresh_extra * STEP_S / (
-        DEFAULT_LIMITS_MAX_AGE_S
-    )
+        for reuse, name in ((True, "cgstats_us"), (False, "cgstats_all_parsed_us")):
+            host.reuse_unchanged = reuse
+            collector.tick()
+            steady = best_of(repeats, ticks) * per_container
+            host.limits_max_age_s = 0.0  # every read refreshes the limit files
+            collector.tick()
+            every = best_of(repeats, ticks) * per_container
+            host.limits_max_age_s = DEFAULT_LIMITS_MAX_AGE_S
+            # One refresh per limits_max_age_s: at a 1 s step, its extra cost
+            # is spread over max_age / step ticks.
+            result[name] = steady + (every - steady) * STEP_S / DEFAULT_LIMITS_MAX_AGE_S
+            result[name.replace("_us", "_between_refreshes_us")] = steady
+            result[name.replace("_us", "_limits_every_sample_us")] = every
+        host.reuse_unchanged = True
     return result
 
 
-def measure_cpu(host: Host, ids: list[str], ticks: int) -> dict[str, Any]:
+def measure_cpu(host: Host, ids: list[str], ticks: int, reuse: bool) -> dict[str, Any]:
     """Process CPU time per tick at a real 1 s step (default rescan), as % of one core."""
     cpu_s: list[float] = []
+    host.reuse_unchanged = reuse
     with Collector(ids, step=STEP_S, host=host) as collector:
         collector.tick()  # opening every container is not the steady state
         next_slot = time.monotonic() + STEP_S
@@ -150,11 +158,13 @@ def measure_cpu(host: Host, ids: list[str], ticks: int) -> dict[str, Any]:
             start = time.process_time()
             collector.tick()
             cpu_s.append(time.process_time() - start)
+    host.reuse_unchanged = True
+    suffix = "" if reuse else "_all_parsed"
     return {
         "cpu_ticks": ticks,
-        "cpu_s_per_tick_mean": statistics.mean(cpu_s),
-        "cpu_s_per_tick_max": max(cpu_s),
-        "cpu_percent_of_one_core": 100 * statistics.mean(cpu_s) / STEP_S,
+        f"cpu_s_per_tick_mean{suffix}": statistics.mean(cpu_s),
+        f"cpu_s_per_tick_max{suffix}": max(cpu_s),
+        f"cpu_percent_of_one_core{suffix}": 100 * statistics.mean(cpu_s) / STEP_S,
     }
 
 
@@ -207,9 +217,11 @@ def run(count: int, args: argparse.Namespace, cpu_ticks: int) -> dict[str, Any]:
             row["enumerate_ms"] = best_of(args.repeats, host.containers) * 1e3
             files = measure_read(host, ids, rounds, args.repeats)
             row["read_us"] = files["read_us"]
+            row["read_all_parsed_us"] = files["read_all_parsed_us"]
             row.update(measure_collector(host, ids, rounds, args.repeats))
             if cpu_ticks:
-                row.update(measure_cpu(host, ids, cpu_ticks))
+                row.update(measure_cpu(host, ids, cpu_ticks, reuse=True))
+                row.update(measure_cpu(host, ids, cpu_ticks, reuse=False))
         counters, limits = files["counter_paths"], files["limit_paths"]
         row["files_per_container"] = (len(counters) + len(limits)) / count
         row["counter_files_per_container"] = len(counters) / count
@@ -221,31 +233,43 @@ def run(count: int, args: argparse.Namespace, cpu_ticks: int) -> dict[str, Any]:
         row["pread_counters_us"] = measure_floors(counters, rounds, args.repeats, count)
     row["ratio_to_open_read_close"] = row["cgstats_us"] / row["open_read_close_us"]
     row["ratio_to_pread"] = row["cgstats_us"] / row["pread_us"]
+    row["all_parsed_ratio_to_pread"] = row["cgstats_all_parsed_us"] / row["pread_us"]
     row["read_ratio_to_pread"] = row["read_us"] / row["pread_us"]
     row["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return row
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    print(
-        f"{'N':>5} {'files':>5} {'kept':>5} {'cgstats µs':>10} {'read() µs':>9} "
-        f"{'o/r/c µs':>8} {'pread µs':>8} {'÷ o/r/c':>7} {'÷ pread':>7} "
-        f"{'RSS MiB':>7} {'fds':>6} {'CPU %':>6}"
-    )
+    def cell(row: dict[str, Any], key: str, width: int, form: str = ".1f") -> str:
+        value = row.get(key)
+        return f"{'' if value is None else format(value, form):>{width}}"
+
+    columns = [
+        ("N", "containers", 5, "d"),
+        ("files", "files_per_container", 5, ".1f"),
+        ("kept", "files_kept_open_fraction", 5, ".0%"),
+        ("cgstats", "cgstats_us", 7, ".1f"),
+        ("parsed", "cgstats_all_parsed_us", 6, ".1f"),
+        ("read()", "read_us", 6, ".1f"),
+        ("o/r/c", "open_read_close_us", 6, ".1f"),
+        ("pread", "pread_us", 6, ".1f"),
+        ("÷o/r/c", "ratio_to_open_read_close", 6, ".2f"),
+        ("÷pread", "ratio_to_pread", 6, ".2f"),
+        ("parsed÷pread", "all_parsed_ratio_to_pread", 12, ".2f"),
+        ("RSS MiB", "peak_rss_mib", 7, ".1f"),
+        ("fds", "open_files", 6, "d"),
+        ("CPU %", "cpu_percent_of_one_core", 6, ".2f"),
+        ("parsed CPU %", "cpu_percent_of_one_core_all_parsed", 12, ".2f"),
+    ]
+    print(" ".join(f"{title:>{width}}" for title, _key, width, _form in columns))
     for row in rows:
-        cpu = row.get("cpu_percent_of_one_core")
-        print(
-            f"{row['containers']:>5} {row['files_per_container']:>5.1f} "
-            f"{row['files_kept_open_fraction']:>5.0%} {row['cgstats_us']:>10.1f} "
-            f"{row['read_us']:>9.1f} {row['open_read_close_us']:>8.1f} "
-            f"{row['pread_us']:>8.1f} {row['ratio_to_open_read_close']:>7.2f} "
-            f"{row['ratio_to_pread']:>7.2f} {row['peak_rss_kib'] / 1024:>7.1f} "
-            f"{row['open_files']:>6} {'' if cpu is None else f'{cpu:.2f}':>6}"
-        )
+        row = {**row, "peak_rss_mib": row["peak_rss_kib"] / 1024}
+        print(" ".join(cell(row, key, width, form) for _title, key, width, form in columns))
     print(
-        "cgstats: Collector.tick() per container, limits refresh amortized at a 1 s step;"
-        " files: per sample (counters, limits, net/dev); kept: counters kept open;"
-        " RSS: peak so far; fds: open while the collector runs;"
+        "µs per container per sample. cgstats: Collector.tick(), limits refresh amortized at"
+        " a 1 s step, unchanged sections reused (these containers are idle); parsed: the"
+        " same, every file parsed; files: per sample (counters, limits, net/dev); kept:"
+        " counter files kept open; RSS: peak so far; fds: open while the collector runs;"
         " CPU %: process CPU per 1 s tick, of one core"
     )
 
