@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
+
+# tests/ on sys.path (tests/conftest.py does the same) also when pytest runs
+# with --confcutdir=tests/live, as the VM stage does to skip importing
+# hypothesis, which the live tests do not use (seconds under emulation).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pytest
 import workload

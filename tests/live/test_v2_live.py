@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 
+import fixture_trees
 import pytest
 import workload
 
@@ -159,3 +160,27 @@ def test_io_stat_counts_discards(base: workload.Base, host: Host) -> None:
         for counted in sample.blkio.devices if sample.blkio else ():
             if f"{counted.major}:{counted.minor}" == devno:
                 assert counted.discard_bytes in (0, None), counted
+
+
+def test_v2_fixture_has_the_files_of_this_kernel(base: workload.Base) -> None:
+    """tests/fixtures/v2-unified was captured in the VM stage's kernel by
+    tests/vm/capture_v2.sh: a container there must show the same files as one
+    created now, or the fixture has drifted from the kernel and needs a refresh."""
+    if os.environ.get("CGSTATS_VM") != "1" or base.mode != "unified":
+        pytest.skip("the v2 fixture is compared in the VM stage, whose kernel captured it")
+    data = fixture_trees.capture("v2-unified")
+    main = fixture_trees.container(data, "main")
+    captured = set(os.listdir(fixture_trees.root_path(data, main, workload.CGROUP2_KEY)))
+    container = docker_container(base)
+    directory = container.dirs[workload.CGROUP2_KEY]
+    live = {
+        name
+        for name in os.listdir(directory)
+        if os.stat(os.path.join(directory, name)).st_mode & 0o444  # as capture.py copies
+    }
+    release = os.uname().release
+    assert live == captured, (
+        f"fixture captured on {data['kernel']['release']}, this is {release}: "
+        f"only live {sorted(live - captured)}, only captured {sorted(captured - live)}; "
+        "refresh with bash tests/vm/capture_v2.sh"
+    )
