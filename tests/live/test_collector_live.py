@@ -87,7 +87,8 @@ def test_a_burner_held_at_half_a_core_reads_half_a_core(base: workload.Base) -> 
         assert rates.interval_s is not None and rates.interval_s >= 0.9
         assert rates.cpu_cores is not None and 0.4 <= rates.cpu_cores <= 0.6, rates
         assert rates.cpu_percent is not None and 80 <= rates.cpu_percent <= 120
-        assert rates.throttled_ratio is not None and rates.throttled_ratio > 0.5
+        # throttled in most periods; less when other load on the host takes the CPU first
+        assert rates.throttled_ratio is not None and rates.throttled_ratio > 0.2
         assert rates.cpu_user_cores is not None and rates.cpu_system_cores is not None
         assert rates.cpu_user_cores + rates.cpu_system_cores == pytest.approx(
             rates.cpu_cores, abs=0.1

@@ -39,8 +39,18 @@ def test_cpu_time_matches_rusage(base: workload.Base, host: Host) -> None:
     assert after is not None and after.usage_ns is not None
     tolerance = 60_000_000 + exited.cpu_ns // 20
     assert abs(after.usage_ns - exited.cpu_ns) < tolerance, (after, exited)
-    assert after.user_ns is not None and abs(after.user_ns - exited.user_ns) < tolerance
-    assert after.system_ns is not None and abs(after.system_ns - exited.sys_ns) < tolerance
+    assert after.user_ns is not None and after.system_ns is not None
+    if after.stat is not None and "usage_usec" in after.stat:
+        # v2 cpu.stat scales user/system to the exact runtime, as rusage does
+        assert abs(after.user_ns - exited.user_ns) < tolerance, (after, exited)
+        assert abs(after.system_ns - exited.sys_ns) < tolerance, (after, exited)
+    else:
+        # v1 cpuacct.usage_user/usage_sys are the raw tick samples, unscaled: on a
+        # busy host a burner preempted between ticks is undercounted by a third
+        # or more (seen: 204 ms user of 309 ms). The burner's time is user time.
+        split = after.user_ns + after.system_ns
+        assert 0.5 * after.usage_ns - tolerance < split < after.usage_ns + tolerance, after
+        assert after.user_ns > after.system_ns, after
     if after.percpu_ns is not None:
         assert sum(after.percpu_ns) == after.usage_ns
 
