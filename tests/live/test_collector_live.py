@@ -17,7 +17,6 @@ import threading
 import time
 import tracemalloc
 
-import pytest
 import workload
 
 from cgstats import Collector, Event, Reading
