@@ -246,20 +246,26 @@ class Container(Closing):
     def read(self) -> Sample:
         """Read every counter now.
 
-        Raises :class:`ContainerGone` when the cgroup has been removed. Files
-        that cannot be read or parsed leave their fields ``None`` and are
-        listed in ``Sample.errors``.
+        Limit and setting fields are as read at most ``Host.limits_max_age_s``
+        ago (the first read of a container reads them too). Raises
+        :class:`ContainerGone` when the cgroup has been removed. Files that
+        cannot be read or parsed leave their fields ``None`` and are listed in
+        ``Sample.errors``.
         """
         if self._closed:
             raise ValueError("read() on a closed Container")
         timestamp = time.time()
         problems: list[str] = []
-        texts: dict[str, str] = {}
-        for key, data in zip(self._keys, self.host.files.read_group(self._group)):
-            if isinstance(data, bytes):
-                texts[key] = data.decode("ascii", "replace")
-            else:
-                self._failed(key, data, problems)
+        datas = self.host.files.read_group(self._group)
+        try:
+            texts = dict(zip(self._keys, [data.decode("ascii", "replace") for data in datas]))  # type: ignore[union-attr]
+        except AttributeError:  # an OSError in place of a file's bytes
+            texts = {}
+            for key, data in zip(self._keys, datas):
+                if isinstance(data, bytes):
+                    texts[key] = data.decode("ascii", "replace")
+                else:
+                    self._failed(key, data, problems)
         if self._limit_keys:
             self._add_limits(texts, problems)
         throttle_counted = True
