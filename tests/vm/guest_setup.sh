@@ -102,13 +102,24 @@ HOSTRO=/run/cgstats-vm/host
 bind_cached() {
     local dir=$1
     [ -d "$dir" ] && [ -d "$HOSTRO$dir" ] || return 0
-    if mount --bind "$HOSTRO$dir" "$dir" 2>> "$LOG"; then
+    if mount --bind "$HOSTRO$dir" "$dir" 2>> "$OUT_KEPT/vm/setup.log"; then
+        rebind_out
         log "cached view bound over $dir"
     else
         log "could not bind the cached view over $dir"
     fi
 }
-mkdir -p "$HOSTRO"
+# OUT (vng's --rwdir) may lie inside the repo or the venv (run_live.py's
+# default is REPO/build/vm-results): keep a handle on it, to put it back on
+# top of the read-only view bound over them.
+OUT_KEPT=/run/cgstats-vm/out
+mkdir -p "$HOSTRO" "$OUT_KEPT"
+mount --bind "$OUT" "$OUT_KEPT" || fail "cannot bind $OUT"
+rebind_out() {
+    mountpoint -q "$OUT" && [ -w "$VM" ] && return 0
+    mount --bind "$OUT_KEPT" "$OUT" || fail "cannot rebind $OUT"
+    log "$OUT bound again over the cached view"
+}
 if mount -t 9p -o trans=virtio,version=9p2000.L,cache=loose,ro,msize=512000 \
         cgstats_ro "$HOSTRO" 2>> "$LOG"; then
     PY_HOME=$(sed -n 's/^home *= *//p' "$VENV/pyvenv.cfg" 2>/dev/null)
