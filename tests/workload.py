@@ -1065,17 +1065,25 @@ def parse_net_dev(text: str) -> dict[str, dict[str, int]]:
 
 _PAUSE = "import signal\nwhile True:\n    signal.pause()\n"
 
-CPU_BURNER = """
-import resource, sys
-target = float(sys.argv[1])
-x = 0
-while True:
-    for _ in range(20000):
-        x += 1
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    if r.ru_utime + r.ru_stime >= target:
-        break
+_BURN_FN = """
+import resource
+def burn(target):
+    x = 0
+    while True:
+        for _ in range(20000):
+            x += 1
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        if r.ru_utime + r.ru_stime >= target:
+            break
 """
+
+CPU_BURNER = (
+    _BURN_FN
+    + """
+import sys
+burn(float(sys.argv[1]))
+"""
+)
 
 MEMORY_HOG = (
     """
@@ -1148,16 +1156,11 @@ print(json.dumps({"ready": True, "forked": len(kids), "failed": len(errs),
 )
 
 ACTIVE_IDLER = (
-    """
-import json, mmap, os, resource, sys
+    _BURN_FN
+    + """
+import json, mmap, os, sys
 cpu_s, nbytes, path, io_bytes = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-x = 0
-while True:
-    for _ in range(20000):
-        x += 1
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    if r.ru_utime + r.ru_stime >= cpu_s:
-        break
+burn(cpu_s)
 mem = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 for off in range(0, nbytes, mmap.PAGESIZE):
     mem[off] = 1
