@@ -308,16 +308,19 @@ class Container(Closing):
     ) -> Any:
         """The section's record: built from ``texts``, or the previous one if its
         files (and ``throttle_counted``, the other input of blkio) are unchanged."""
+        if not reuse:
+            # A memo entry left from before is harmless: it is used only for
+            # inputs equal to those it was built from.
+            return self._build(name, texts, problems, throttle_counted)
         inputs = (throttle_counted, *map(texts.get, self._section_keys[name]))
-        if reuse:
-            kept = self._memo.get(name)
-            if kept is not None and kept[0] == inputs:
-                return _fresh(kept[1])
+        kept = self._memo.get(name)
+        if kept is not None and kept[0] == inputs:
+            return _fresh(kept[1])
         before = len(problems)
         record = self._build(name, texts, problems, throttle_counted)
         # A section that reported a problem is built again each time, so that
         # every sample lists it.
-        if reuse and len(problems) == before:
+        if len(problems) == before:
             self._memo[name] = (inputs, _fresh(record))
         else:
             self._memo.pop(name, None)
