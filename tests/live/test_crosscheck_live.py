@@ -4,8 +4,8 @@
   the container's processes: CPU time, anonymous memory, storage bytes. psutil
   never reads a cgroup file, so this checks cgstats' cgroup accounting against
   the kernel's per-task accounting. On every kernel.
-* ``systemd-cgtop`` (systemd's own cgroup reader, C): task count and memory of
-  the container's cgroup. On cgroup v2 (unified), where it reads the same tree.
+* ``systemd-cgtop`` (systemd's own cgroup reader, C): task count, CPU time and
+  memory of the container's cgroup. On cgroup v2 (unified), where it reads the same tree.
 
 One workload process that has burnt CPU, holds memory, has done O_DIRECT IO and
 then sleeps, so the counters stay put while the readers look.
@@ -92,7 +92,15 @@ def test_readings_agree_with_systemd_cgtop(
     path = container.paths[workload.CGROUP2_KEY]
     sample = _sample(host, container)
     result = subprocess.run(
-        [cgtop, "--raw", "--batch", "--iterations=1", "--order=path", f"--depth={path.count('/')}"],
+        [
+            cgtop,
+            "--raw",
+            "--batch",
+            "--iterations=1",
+            "--order=path",
+            "--cpu=time",
+            f"--depth={path.count('/')}",
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -100,10 +108,16 @@ def test_readings_agree_with_systemd_cgtop(
     )
     sample_after = _sample(host, container)
     rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines() if line}
-    # Columns: path, tasks, %CPU ("-" on a first iteration), memory, IO rates.
+    # Columns: path, tasks, CPU time (µs, with --cpu=time --raw), memory, IO rates.
     assert path in rows, result.stdout
-    tasks, _cpu, memory, *_io = rows[path]
+    tasks, cpu_us, memory, *_io = rows[path]
     assert sample.pids is not None and int(tasks) == sample.pids.current == 1
+    # cgtop reads between two cgstats samples: its figures lie between theirs
+    # (the process may still be finishing its report when the first is taken).
+    assert sample.cpu is not None and sample_after.cpu is not None
+    assert sample.cpu.usage_ns is not None and sample_after.cpu.usage_ns is not None
+    assert sample.cpu.usage_ns // 1000 <= int(cpu_us) <= sample_after.cpu.usage_ns // 1000
+    assert int(cpu_us) >= 300_000
     assert sample.memory is not None and sample_after.memory is not None
     low, high = sorted((sample.memory.usage_bytes or 0, sample_after.memory.usage_bytes or 0))
     # memory.current moves by a few pages while the readers run.
