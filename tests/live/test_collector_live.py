@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import tracemalloc
+from collections.abc import Callable
 
 import workload
 
@@ -37,19 +38,25 @@ def burner_argv() -> list[str]:
 
 
 class Recorder:
-    """A sink that keeps what it was given (thread-safe enough for appends)."""
+    """A sink that keeps what it was given, and lets the test wait for new ticks."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_readings: bool = True) -> None:
+        self.keep_readings = keep_readings
         self.readings: list[Reading] = []
         self.events: list[Event] = []
-        self.ticks = threading.Semaphore(0)
+        self.ticks = 0
+        self.changed = threading.Condition()
 
     def emit(self, readings: list[Reading]) -> None:
-        self.readings.extend(readings)
-        self.ticks.release()
+        with self.changed:
+            if self.keep_readings:
+                self.readings.extend(readings)
+            self.ticks += 1
+            self.changed.notify_all()
 
     def emit_events(self, events: list[Event]) -> None:
-        self.events.extend(events)
+        with self.changed:
+            self.events.extend(events)
 
     def flush(self) -> None:
         pass
@@ -58,8 +65,21 @@ class Recorder:
         pass
 
     def wait_ticks(self, count: int, timeout: float = 60.0) -> None:
-        for _ in range(count):
-            assert self.ticks.acquire(timeout=timeout), "the collector stopped ticking"
+        """Wait until ``count`` more ticks than now have been delivered."""
+        with self.changed:
+            target = self.ticks + count
+            assert self.changed.wait_for(lambda: self.ticks >= target, timeout), (
+                "the collector stopped ticking"
+            )
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
 
 
 def assert_no_negative_rate(readings: list[Reading]) -> None:
@@ -172,7 +192,7 @@ def test_ten_thousand_add_remove_cycles_leave_nothing_behind(base: workload.Base
     container.spawn(workload.idle_argv())
     assert container.id is not None
     spec = container.id
-    recorder = Recorder()
+    recorder = Recorder(keep_readings=False)  # what is kept must be the collector's
     with Collector([], step=0.01, sinks=[recorder]) as collector:
         collector.start()
         # Warm up: open it once for real, so host-wide files (v1: the blkio root's
@@ -189,15 +209,15 @@ def test_ten_thousand_add_remove_cycles_leave_nothing_behind(base: workload.Base
             opened = 0
             for cycle in range(10_000):
                 collector.add(spec)
-                if cycle % 1000 == 0:
-                    recorder.wait_ticks(2)  # let the loop open it for real
-                    opened += bool(collector.watched)
+                if cycle % 1000 == 0:  # let the loop open it for real
+                    opened += wait_until(lambda: bool(collector.watched))
                 collector.remove(spec)
-            recorder.wait_ticks(3)  # the last remove is applied
+            assert wait_until(lambda: not collector.watched)  # the last remove is applied
+            recorder.wait_ticks(2)
             memory_after = tracemalloc.get_traced_memory()[0]
         finally:
             tracemalloc.stop()
-        assert opened >= 5  # the cycles did open and close the container's files
+        assert opened == 10  # the cycles did open and close the container's files
         assert collector.watched == []
         assert open_files() <= files_before
         assert memory_after - memory_before < 256 * KiB, (memory_before, memory_after)
