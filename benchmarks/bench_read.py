@@ -20,6 +20,15 @@ in microseconds per container per sample:
 - ``pread``: ``os.pread`` at offset 0 on the same files kept open, no parsing:
   the floor of any reader (also for the counters alone).
 
+- ``runc``: the established reader on the same cgroups, in the same run:
+  runc's libcontainer cgroup manager ``GetStats()`` (``fs`` on v1, ``fs2`` on
+  v2; what cAdvisor and Docker call) plus ``/proc/<pid>/net/dev`` parsed as
+  cAdvisor does, timed by ``benchmarks/runc_stats/main.go`` (built once into
+  a temporary directory from Debian's ``golang-go`` and
+  ``golang-github-opencontainers-runc-dev``; skipped with the reason printed
+  when they are missing, or with ``--no-runc``). Its values are cross-checked
+  against two cgstats samples taken just before and just after its reading.
+
 At the largest N it also ticks the collector every second for ``--cpu-ticks``
 ticks (rescan every 10 s, as by default), with reuse on and off, and reports
 the process CPU time (``time.process_time``) per tick as a share of one core. It prints a table,
@@ -37,20 +46,33 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Optional
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 import workload
 
-from cgstats import Collector, Host
+from cgstats import Collector, Host, Sample
 from cgstats.host import DEFAULT_LIMITS_MAX_AGE_S
 
 STEP_S = 1.0  # the goal's sampling step
+
+RUNC_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runc_stats")
+# Where Debian's golang-github-opencontainers-runc-dev puts runc's sources
+# (GOPATH layout); CGSTATS_BENCH_GOPATH overrides it.
+RUNC_GOPATH = "/usr/share/gocode"
+RUNC_PACKAGE = "github.com/opencontainers/runc/libcontainer/cgroups/fs"
+PAGE = os.sysconf("SC_PAGE_SIZE")
+# Memory gauges of idle containers still move by a few pages between reads
+# (kernel allocations charged lazily, per-CPU stock flushed).
+MEMORY_TOLERANCE_BYTES = 8 * PAGE
 
 
 @contextlib.contextmanager
@@ -117,6 +139,7 @@ def measure_collector(host: Host, ids: list[str], rounds: int, repeats: int) -> 
     # No rescan inside the timings: the IDs are given and the period is long.
     with Collector(ids, step=STEP_S, host=host, rescan_s=1e9) as collector:
         collector.tick()  # opens every container; first samples, no rates yet
+        time.sleep(0.01)  # rates need 1 ms between samples (cgstats.rates.MIN_INTERVAL_S)
         readings = collector.tick()
         assert len(readings) == len(ids)
         assert all(r.rates.interval_s is not None for r in readings), "rates not computed"
@@ -221,6 +244,239 @@ def measure_open_read_close(paths: list[str], rounds: int, repeats: int, count: 
     return best_of(repeats, open_read_close) * 1e6 / (rounds * count)
 
 
+def build_runc(directory: str) -> tuple[Optional[str], str]:
+    """Build ``runc_stats`` into ``directory``: ``(binary, "")``, or ``(None, why not)``."""
+    go = shutil.which("go")
+    if go is None:
+        return None, "no Go toolchain (apt-get install golang-go)"
+    gopath = os.environ.get("CGSTATS_BENCH_GOPATH", RUNC_GOPATH)
+    if not any(os.path.isdir(os.path.join(p, "src", RUNC_PACKAGE)) for p in gopath.split(":")):
+        return None, (
+            f"runc's libcontainer sources are not under GOPATH {gopath}"
+            " (apt-get install golang-github-opencontainers-runc-dev)"
+        )
+    binary = os.path.join(directory, "runc_stats")
+    # Debian's Go packages are a GOPATH tree: build offline, without modules.
+    env = {
+        **os.environ,
+        "GO111MODULE": "off",
+        "GOPATH": gopath,
+        "GOFLAGS": "",
+        "GOCACHE": os.path.join(directory, "go-build"),
+    }
+    built = subprocess.run(
+        [go, "build", "-o", binary, "."],
+        cwd=RUNC_SOURCE,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if built.returncode != 0:
+        return None, f"go build failed: {built.stderr.strip()[-2000:]}"
+    return binary, ""
+
+
+def runc_entry(container: workload.Container) -> dict[str, Any]:
+    """A container as runc_stats takes it: the paths map of ``fs.NewManager``
+    (v1 subsystem name → directory; ``""`` is the cgroup2 tree of a hybrid
+    host, as runc names it), or the v2 directory, and a pid for ``net/dev``."""
+    hierarchies = container.base.hierarchies
+    entry: dict[str, Any] = {"id": container.id, "pid": container.pids()[0]}
+    if container.base.mode == "unified":
+        entry["unified"] = container.dirs[workload.CGROUP2_KEY]
+        return entry
+    paths = {}
+    for hierarchy in hierarchies:
+        if hierarchy.version == 1:
+            for controller in hierarchy.controllers:
+                paths[controller] = container.dirs[hierarchy.key]
+        else:
+            paths[""] = container.dirs[hierarchy.key]
+    entry["paths"] = paths
+    return entry
+
+
+def call_runc(binary: str, entries: list[dict[str, Any]], rounds: int, repeats: int) -> Any:
+    """runc_stats' JSON report on ``entries``."""
+    done = subprocess.run(
+        [binary, "-rounds", str(rounds), "-repeats", str(repeats)],
+        input=json.dumps(entries),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"runc_stats exited {done.returncode}: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout)
+
+
+def within(value: Optional[int], low: Optional[int], high: Optional[int], slack: int = 0) -> bool:
+    """``value`` in the bracket of two cgstats readings, widened by ``slack``."""
+    if value is None or low is None or high is None:
+        return value is None and low is None and high is None
+    return min(low, high) - slack <= value <= max(low, high) + slack
+
+
+def cross_check(before: Sample, runc: dict[str, Any], after: Sample) -> list[dict[str, Any]]:
+    """One container's runc values against cgstats samples just before and after.
+
+    Counters (CPU, network) must lie in the bracket; memory gauges in it give
+    or take ``MEMORY_TOLERANCE_BYTES``; pids exactly. Every comparison is
+    returned, with ``ok``.
+    """
+    checks: list[dict[str, Any]] = []
+
+    def check(name: str, ok: bool, cgstats: object, theirs: object, after_: object) -> None:
+        checks.append(
+            {
+                "field": name,
+                "ok": ok,
+                "cgstats_before": cgstats,
+                "runc": theirs,
+                "cgstats_after": after_,
+            }
+        )
+
+    def pair(name: str, extract: Callable[[Sample], Any], theirs: Any, slack: int = 0) -> None:
+        low, high = extract(before), extract(after)
+        check(name, within(theirs, low, high, slack), low, theirs, high)
+
+    pair("cpu_usage_ns", lambda s: s.cpu and s.cpu.usage_ns, runc["cpu_usage_ns"])
+    memory = MEMORY_TOLERANCE_BYTES
+    pair(
+        "memory_usage_bytes",
+        lambda s: s.memory and s.memory.usage_bytes,
+        runc["memory_usage_bytes"],
+        memory,
+    )
+    inactive_key = "inactive_file" if before.cgroup_version == 2 else "total_inactive_file"
+    inactive = runc[inactive_key]
+    pair(
+        f"memory_stat_{inactive_key}",
+        lambda s: s.memory and s.memory.stat and s.memory.stat.get(inactive_key),
+        inactive,
+        memory,
+    )
+    # What cAdvisor and kubelet compute from runc's values.
+    working_set = None if inactive is None else max(runc["memory_usage_bytes"] - inactive, 0)
+    pair(
+        "memory_working_set_bytes",
+        lambda s: s.memory and s.memory.working_set_bytes,
+        working_set,
+        memory,
+    )
+    pair("pids_current", lambda s: s.pids and s.pids.current, runc["pids_current"])
+    # runc reports pids.max "max" as 0, cgstats as None.
+    pair("pids_limit", lambda s: s.pids and s.pids.limit, runc["pids_limit"] or None)
+
+    # Block IO: the devices each lists, then bytes per device in the bracket.
+    def io(sample: Sample) -> dict[str, tuple[Optional[int], Optional[int]]]:
+        if sample.blkio is None:
+            return {}
+        return {f"{d.major}:{d.minor}": (d.read_bytes, d.write_bytes) for d in sample.blkio.devices}
+
+    theirs_io = {device: tuple(rw) for device, rw in runc["io_bytes"].items()}
+    io_before, io_after = io(before), io(after)
+
+    # runc lists a device with zero traffic where the kernel prints one;
+    # compare the devices with traffic.
+    def busy(devices: dict[str, Any]) -> list[str]:
+        return sorted(device for device, rw in devices.items() if any(rw))
+
+    devices = busy(theirs_io)
+    ok = busy(io_before) == devices == busy(io_after)
+    check("io_devices", ok, busy(io_before), devices, busy(io_after))
+    for device in sorted(set(devices) | set(busy(io_before))):
+        for index, op in enumerate(("read", "write")):
+            low = io_before.get(device, (None, None))[index]
+            high = io_after.get(device, (None, None))[index]
+            mine = theirs_io.get(device, (None, None))[index]
+            check(f"io_{op}_bytes {device}", within(mine, low, high), low, mine, high)
+
+    # Network: the same interfaces, bytes in the bracket.
+    def net(sample: Sample) -> dict[str, tuple[int, int]]:
+        if sample.net is None:
+            return {}
+        return {i.name: (i.rx_bytes, i.tx_bytes) for i in sample.net.interfaces}
+
+    net_before, net_after = net(before), net(after)
+    theirs_net = {name: (c["rx_bytes"], c["tx_bytes"]) for name, c in runc["net"].items()}
+    check(
+        "net_interfaces",
+        sorted(net_before) == sorted(theirs_net) == sorted(net_after),
+        sorted(net_before),
+        sorted(theirs_net),
+        sorted(net_after),
+    )
+    for name in sorted(set(net_before) & set(theirs_net) & set(net_after)):
+        for index, direction in enumerate(("rx", "tx")):
+            low, high = net_before[name][index], net_after[name][index]
+            mine = theirs_net[name][index]
+            check(f"net_{direction}_bytes {name}", within(mine, low, high), low, mine, high)
+    return checks
+
+
+def measure_runc(
+    binary: str, built: list[workload.Container], rounds: int, repeats: int
+) -> dict[str, Any]:
+    """runc GetStats + net/dev per container, and its values against cgstats'."""
+    entries = [runc_entry(container) for container in built]
+    timed = call_runc(binary, entries, rounds, repeats)
+    result: dict[str, Any] = {
+        "runc_us": timed["us_per_container"],
+        "runc_getstats_us": timed["getstats_us"],
+        "runc_netdev_us": timed["netdev_us"],
+        "runc_version": timed["runc"],
+        "runc_go": timed["go"],
+        "runc_error_count": timed["error_count"],
+        "runc_errors": timed["errors"] or [],
+    }
+    # The cross-check: runc reads every container once, between two cgstats
+    # samples of every container.
+    with Host() as host:
+        handles = [host.open(str(container.id)) for container in built]
+        for handle in handles:
+            handle.read()  # every file open: the bracket is tight
+        start = time.monotonic()
+        before = [handle.read() for handle in handles]
+        values = call_runc(binary, entries, 0, 1)
+        after = [handle.read() for handle in handles]
+        bracket_s = time.monotonic() - start
+        for handle in handles:
+            handle.close()
+    by_id = {entry["id"]: entry for entry in values["values"]}
+    agree: dict[str, int] = {}
+    disagree: dict[str, int] = {}
+    examples: list[dict[str, Any]] = []
+    for sample_before, sample_after in zip(before, after):
+        theirs = by_id.get(sample_before.id)
+        if theirs is None:
+            disagree["missing"] = disagree.get("missing", 0) + 1
+            continue
+        for item in cross_check(sample_before, theirs, sample_after):
+            name = item["field"].split(" ")[0]
+            tally = agree if item["ok"] else disagree
+            tally[name] = tally.get(name, 0) + 1
+            if not item["ok"] and len(examples) < 20:
+                examples.append({"id": sample_before.id, **item})
+    # Where the kernel keeps no v1 blkio counters for a cgroup, cgstats says
+    # so (available false) and runc lists no device, as for no IO at all.
+    unavailable = [s.blkio.reason for s in before if s.blkio is not None and not s.blkio.available]
+    result["runc_crosscheck"] = {
+        "bracket_s": bracket_s,
+        "cgstats_blkio_unavailable": len(unavailable),
+        "cgstats_blkio_unavailable_reason": unavailable[0] if unavailable else None,
+        "memory_tolerance_bytes": MEMORY_TOLERANCE_BYTES,
+        "containers": len(before),
+        "runc_error_count": values["error_count"],
+        "agree": agree,
+        "disagree": disagree,
+        "disagreements": examples,
+    }
+    return result
+
+
 def run(count: int, args: argparse.Namespace, cpu_ticks: int) -> dict[str, Any]:
     """Every figure for ``count`` containers."""
     rounds = args.rounds or max(1, 2000 // count)
@@ -247,6 +503,16 @@ def run(count: int, args: argparse.Namespace, cpu_ticks: int) -> dict[str, Any]:
         )
         row["pread_us"] = measure_floors(counters + limits, rounds, args.repeats, count)
         row["pread_counters_us"] = measure_floors(counters, rounds, args.repeats, count)
+        if args.runc_binary:
+            try:
+                row.update(measure_runc(args.runc_binary, built, rounds, args.repeats))
+            except (RuntimeError, OSError, ValueError, KeyError) as error:
+                row["runc_skipped"] = f"runc_stats failed: {error}"
+                print(f"bench_read: N={count}: {row['runc_skipped']}", file=sys.stderr)
+    if "runc_us" in row:
+        row["runc_ratio_to_cgstats"] = row["runc_us"] / row["cgstats_us"]
+        row["runc_ratio_to_cgstats_all_parsed"] = row["runc_us"] / row["cgstats_all_parsed_us"]
+        row["runc_ratio_to_pread"] = row["runc_us"] / row["pread_us"]
     row["ratio_to_open_read_close"] = row["cgstats_us"] / row["open_read_close_us"]
     row["ratio_to_pread"] = row["cgstats_us"] / row["pread_us"]
     row["all_parsed_ratio_to_pread"] = row["cgstats_all_parsed_us"] / row["pread_us"]
@@ -283,6 +549,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         ("CPU %", "cpu_percent_of_one_core", 6, ".2f"),
         ("parsed CPU %", "cpu_percent_of_one_core_all_parsed", 12, ".2f"),
         ("pread CPU %", "pread_counters_cpu_percent_of_one_core", 11, ".2f"),
+        ("runc", "runc_us", 7, ".1f"),
+        ("runc÷cgstats", "runc_ratio_to_cgstats", 12, ".2f"),
+        ("runc÷parsed", "runc_ratio_to_cgstats_all_parsed", 11, ".2f"),
     ]
     print(" ".join(f"{title:>{width}}" for title, _key, width, _form in columns))
     for row in rows:
@@ -294,8 +563,34 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         " same, every file parsed; files: per sample (counters, limits, net/dev); kept:"
         " counter files kept open; RSS: peak so far; fds: open while the collector runs;"
         " CPU %: process CPU per 1 s tick, of one core; pread CPU %: the counter files'"
-        " pread floor for N containers at a 1 s step"
+        " pread floor for N containers at a 1 s step; runc: runc 1.1.5 libcontainer"
+        " GetStats() + /proc/<pid>/net/dev as cAdvisor reads them, same cgroups, same run"
     )
+    for row in rows:
+        if "runc_skipped" in row:
+            print(f"N={row['containers']}: runc comparison skipped: {row['runc_skipped']}")
+        check = row.get("runc_crosscheck")
+        if check is None:
+            continue
+        agreed = sum(check["agree"].values())
+        print(
+            f"N={row['containers']}: runc vs cgstats (bracketed by two cgstats samples"
+            f" {check['bracket_s']:.2f} s apart): {agreed} comparisons agree"
+            f" ({', '.join(f'{k} {v}' for k, v in sorted(check['agree'].items()))})"
+        )
+        if check["disagree"]:
+            tally = ", ".join(f"{k} {v}" for k, v in sorted(check["disagree"].items()))
+            print(f"  DISAGREEMENTS: {tally}")
+            for item in check["disagreements"][:5]:
+                print(f"    {item}")
+        if check["cgstats_blkio_unavailable"]:
+            print(
+                f"  blkio: cgstats reports no counters for {check['cgstats_blkio_unavailable']}"
+                " containers (available false: throttle accounting inactive on every disk);"
+                " runc lists no device for them, i.e. shows them as doing no IO"
+            )
+        if row.get("runc_error_count") or check["runc_error_count"]:
+            print(f"  runc_stats errors: {row.get('runc_errors')}")
 
 
 def main() -> int:
@@ -308,6 +603,14 @@ def main() -> int:
     )
     parser.add_argument("--no-netns", action="store_true", help="share the host network namespace")
     parser.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    parser.add_argument(
+        "--no-runc", action="store_true", help="skip the comparison with runc's GetStats"
+    )
+    parser.add_argument(
+        "--runc-bin",
+        metavar="FILE",
+        help="a runc_stats binary built beforehand (default: build benchmarks/runc_stats)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench_read: needs root (it builds real cgroups)", file=sys.stderr)
@@ -320,8 +623,18 @@ def main() -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
             break
     counts = [int(part) for part in args.counts.split(",")]
-    rows = [run(count, args, args.cpu_ticks if count == max(counts) else 0) for count in counts]
+    with tempfile.TemporaryDirectory(prefix="bench-runc-") as directory:
+        args.runc_binary, runc_skipped = None, "--no-runc"
+        if args.runc_bin:
+            args.runc_binary = os.path.abspath(args.runc_bin)
+        elif not args.no_runc:
+            args.runc_binary, runc_skipped = build_runc(directory)
+        if args.runc_binary is None:
+            print(f"bench_read: runc comparison skipped: {runc_skipped}", file=sys.stderr)
+        rows = [run(count, args, args.cpu_ticks if count == max(counts) else 0) for count in counts]
     print_table(rows)
+    if args.runc_binary is None:
+        print(f"runc comparison skipped: {runc_skipped}")
     if args.json:
         report = {
             "machine": {
@@ -333,6 +646,8 @@ def main() -> int:
             "step_s": STEP_S,
             "limits_max_age_s": DEFAULT_LIMITS_MAX_AGE_S,
             "repeats": args.repeats,
+            "runc": None if args.runc_binary is None else "runc_stats",
+            "runc_skipped": None if args.runc_binary is not None else runc_skipped,
             "rows": rows,
         }
         with open(args.json, "w", encoding="utf-8") as handle:
