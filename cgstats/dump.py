@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Sequence
 from typing import Optional, TextIO
@@ -115,7 +116,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"cgstats: {err}", file=sys.stderr)
         return EXIT_NOT_FOUND
     except BrokenPipeError:
+        _silence_stdout()
         return EXIT_OK
+
+
+def _silence_stdout() -> None:
+    """After EPIPE: point stdout at /dev/null, so the interpreter's last flush of
+    what is still buffered does not fail again ("Exception ignored", status 120)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout without a descriptor (embedded, tests)
+        pass
 
 
 def _invalid_specs(specs: Sequence[str]) -> list[str]:
@@ -188,6 +201,7 @@ class _Printer:
             self.out.flush()
         except BrokenPipeError:
             self.broken_pipe = True
+            _silence_stdout()
             self.collector.stop()
 
     def emit_events(self, events: Sequence[Event]) -> None:
