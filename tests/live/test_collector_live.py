@@ -247,16 +247,14 @@ def test_cli_watch_json_and_a_closed_pipe(base: workload.Base) -> None:
     container.limit_cpu(50_000, 100_000)
     container.spawn(burner_argv())
     assert container.id is not None
-    code, out, err = dump("--watch", "--json", "--step", "0.5", "--count", "3", container.id[:12])
-    assert code == 0 and "Traceback" not in err, err
-    documents = [json.loads(line) for line in out]
+    # One process (they start slowly under emulation): three steps read, then the
+    # reader goes away (| head -3), which must end an endless watch quietly.
+    code, got, err = dump("--watch", "--json", "--step", "0.5", container.id[:12], lines=3)
+    assert code == 0 and err == "", err
+    documents = [json.loads(line) for line in got]
     assert [d["id"] for d in documents] == [container.id] * 3
     assert documents[0]["rates"]["cpu_cores"] is None
     assert all(0.3 <= d["rates"]["cpu_cores"] <= 0.7 for d in documents[1:]), documents
-    # a reader that goes away (| head -1) ends an endless watch quietly
-    code, got, err = dump("--watch", "--json", "--step", "0.2", container.id, lines=1)
-    assert json.loads(got[0])["id"] == container.id
-    assert code == 0 and err == "", err
 
 
 def test_soft_limit_events_on_the_way_up_and_down(base: workload.Base) -> None:
