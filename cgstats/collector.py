@@ -221,6 +221,7 @@ class Collector(Closing):
             )
         self.host: Source = host
         self._entries: dict[object, _Entry] = {}
+        self._open_by_cgroup: dict[str, _Entry] = {}  # the entry holding each open cgroup
         self._excluded: set[str] = set()
         self._gone_ids: collections.OrderedDict[str, float] = collections.OrderedDict()
         self._next_rescan = -math.inf
@@ -359,7 +360,7 @@ class Collector(Closing):
         with self._tick_lock:
             self._closed = True
             for entry in self._entries.values():
-                _close(entry)
+                self._close(entry)
             self._entries.clear()
             with self._ops_lock:
                 self._ops.clear()
@@ -401,7 +402,7 @@ class Collector(Closing):
         """Drop the entry named ``spec`` (or the one container its ID prefix names)."""
         entry = self._entries.pop(key, None)
         if entry is not None:
-            _close(entry)
+            self._close(entry)
             ids = {entry.ref.id} if entry.ref is not None else set()
         else:
             ids = {e.ref.id for e in self._entries.values() if e.ref and e.ref.id.startswith(spec)}
@@ -412,7 +413,7 @@ class Collector(Closing):
         # The same container may also be held under another name (or discovered).
         for other_key, other in list(self._entries.items()):
             if other.ref is not None and other.ref.id in ids:
-                _close(self._entries.pop(other_key))
+                self._close(self._entries.pop(other_key))
         if self._discover:
             self._excluded.update(ids)
             self._excluded.add(spec)
@@ -429,6 +430,7 @@ class Collector(Closing):
             if entry.ref is None or self._held_by_another(entry):
                 return False
             entry.handle = self.host.open(entry.ref)
+            self._open_by_cgroup[entry.ref.cgroup] = entry
         except ContainerGone:
             return False
         except ContainerNotFound as error:
@@ -453,11 +455,20 @@ class Collector(Closing):
     def _held_by_another(self, entry: _Entry) -> bool:
         """Whether another entry already reads this cgroup (two names for one container)."""
         assert entry.ref is not None
-        cgroup = entry.ref.cgroup
-        return any(
-            other is not entry and other.handle is not None and other.ref.cgroup == cgroup  # type: ignore[union-attr]
-            for other in self._entries.values()
-        )
+        holder = self._open_by_cgroup.get(entry.ref.cgroup)
+        return holder is not None and holder is not entry
+
+    def _close(self, entry: _Entry) -> None:
+        """Close ``entry``'s handle, if it has one; closing never fails a tick."""
+        handle, entry.handle = entry.handle, None
+        if handle is None:
+            return
+        if self._open_by_cgroup.get(handle.ref.cgroup) is entry:
+            del self._open_by_cgroup[handle.ref.cgroup]
+        try:
+            handle.close()
+        except Exception:
+            log.debug("closing %r failed", handle, exc_info=True)
 
     def _rescan(self, events: list[Event]) -> None:
         self._forget_old_gone()
@@ -473,7 +484,7 @@ class Collector(Closing):
                 for key, entry in list(self._entries.items()):
                     if entry.spec is None and key not in current:
                         if entry.ref is not None and entry.ref.id in self._excluded:
-                            _close(self._entries.pop(key))  # removed by the caller
+                            self._close(self._entries.pop(key))  # removed by the caller
                         else:
                             self._gone(key, entry, "no longer listed", events)
                 for cgroup, ref in current.items():
@@ -489,7 +500,7 @@ class Collector(Closing):
                 kind = ev.RESTARTED if entry.ref is not None else ev.APPEARED
                 self._open(entry, events, kind, resolve=True)
             elif entry.handle is not None and _recreated(entry.handle):
-                _close(entry)
+                self._close(entry)
                 self._open(entry, events, ev.RESTARTED, resolve=False)
 
     def _read(
@@ -501,7 +512,7 @@ class Collector(Closing):
         try:
             sample = handle.read()
         except ContainerGone as gone:
-            _close(entry)
+            self._close(entry)
             # Recreated under the same cgroup path already? Then it restarted.
             if retry and self._open(entry, events, ev.RESTARTED, resolve=False):
                 return self._read(entry, events, retry=False)
@@ -528,7 +539,7 @@ class Collector(Closing):
 
     def _gone(self, key: object, entry: _Entry, detail: str, events: list[Event]) -> None:
         """Report ``entry`` gone; forget it unless the caller named it (then it waits)."""
-        _close(entry)
+        self._close(entry)
         ref = entry.ref
         if ref is None:
             return
@@ -644,15 +655,6 @@ def _recreated(handle: Handle) -> bool:
 
 def _key(spec: _Spec) -> object:
     return spec if isinstance(spec, str) else ("ref", spec.cgroup)
-
-
-def _close(entry: _Entry) -> None:
-    handle, entry.handle = entry.handle, None
-    if handle is not None:
-        try:
-            handle.close()
-        except Exception:  # closing must never fail a tick
-            log.debug("closing %r failed", handle, exc_info=True)
 
 
 def _readings(
