@@ -54,6 +54,26 @@ GUEST_SCRIPT = (
 )
 
 
+# Host environment the guest's tests use, passed through (run_in_vm.py passes
+# only CI by itself). CGSTATS_RUNC_STATS: the runc_stats binary that .ci/run
+# builds on the host (building Go under emulation takes minutes); the host's /
+# is the guest's, read-only, so the path stays valid unless it lies in /tmp or
+# /run, which the guest has of its own.
+PASS_ENV = ("CGSTATS_RUNC_STATS",)
+
+
+def guest_env() -> list[str]:
+    """``--env`` arguments of run_in_vm.py for the variables in PASS_ENV that are set."""
+    args = []
+    for name in PASS_ENV:
+        value = os.environ.get(name)
+        if value:
+            if name == "CGSTATS_RUNC_STATS":
+                value = os.path.abspath(value)
+            args += ["--env", f"{name}={value}"]
+    return args
+
+
 def junit_counts(path: Path) -> dict[str, int]:
     """Totals of a pytest JUnit XML: tests, failures, errors, skipped."""
     root = ET.parse(path).getroot()
@@ -96,6 +116,7 @@ def main(args: Optional[list[str]] = None) -> int:
             "--timeout",
             str(ns.timeout),
             "--stream",
+            *guest_env(),
             "--",
             "sh",
             "-c",

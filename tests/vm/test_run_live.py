@@ -103,3 +103,21 @@ def test_pytest_arguments_reach_the_guest(monkeypatch: pytest.MonkeyPatch, tmp_p
     run_live.main(["--results", str(tmp_path / "r")])
     assert seen[0][-3:] == ["tests/live/test_v2_live.py", "-k", "oom"]
     assert seen[1][-2:] == ["sh", "tests/live"]
+
+
+def test_runc_stats_path_reaches_the_guest(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    seen: list[list[str]] = []
+
+    def main(args: list[str]) -> int:
+        seen.append(args)
+        return run_in_vm.EXIT_SKIP
+
+    monkeypatch.setattr(run_in_vm, "main", main)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CGSTATS_RUNC_STATS", "build/runc-stats")
+    run_live.main(["--results", str(tmp_path / "r")])
+    monkeypatch.delenv("CGSTATS_RUNC_STATS")
+    run_live.main(["--results", str(tmp_path / "r")])
+    env = f"CGSTATS_RUNC_STATS={tmp_path}/build/runc-stats"
+    assert seen[0][seen[0].index("--") - 2 : seen[0].index("--")] == ["--env", env]
+    assert "--env" not in seen[1][: seen[1].index("--")]
