@@ -30,6 +30,7 @@ from cgstats.container import ContainerRef
 from cgstats.discovery import parse_spec
 from cgstats.errors import CgstatsError, ContainerGone, ContainerNotFound
 from cgstats.events import Event, SoftLimit
+from cgstats.host import DEFAULT_LIMITS_MAX_AGE_S, Host
 from cgstats.model import Sample
 from cgstats.rates import Rates
 
@@ -209,8 +210,6 @@ class Collector(Closing):
         specs = [] if containers is None else [_checked(spec) for spec in containers]
         self._own_host = host is None
         if host is None:
-            from cgstats.host import DEFAULT_LIMITS_MAX_AGE_S, Host
-
             host = Host(
                 root,
                 max_open_files=max_open_files,

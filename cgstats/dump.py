@@ -187,7 +187,6 @@ class _Printer:
         self.err = err
         self.as_json = as_json
         self.refresh = not as_json and out.isatty()
-        self.broken_pipe = False
 
     def emit(self, readings: Sequence[Reading]) -> None:
         try:
@@ -200,7 +199,6 @@ class _Printer:
                 self.out.write(format_watch_table(readings) + ("" if self.refresh else "\n"))
             self.out.flush()
         except BrokenPipeError:
-            self.broken_pipe = True
             _silence_stdout()
             self.collector.stop()
 

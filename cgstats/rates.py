@@ -137,6 +137,7 @@ def _per_second(before: Optional[int], after: Optional[int], per_s: float) -> Op
 def _rates(
     pairs: Sequence[tuple[Optional[int], Optional[int]]], per_s: float
 ) -> list[Optional[float]]:
+    # _per_second inlined: a call per counter costs about 1.5 µs per sample.
     return [None if a is None or b is None else (b - a) * per_s for a, b in pairs]
 
 

@@ -224,8 +224,8 @@ def test_ten_thousand_add_remove_cycles_leave_nothing_behind(base: workload.Base
     assert "error" not in {e.kind for e in recorder.events}
 
 
-def dump(*args: str, lines: int | None = None) -> tuple[int, list[str], str]:
-    """Run the CLI; with ``lines``, close its stdout after that many lines."""
+def dump_lines(*args: str, lines: int) -> tuple[int, list[str], str]:
+    """Run the CLI, read ``lines`` lines, then close its stdout (as ``| head`` does)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "cgstats.dump", *args],
         stdout=subprocess.PIPE,
@@ -233,9 +233,6 @@ def dump(*args: str, lines: int | None = None) -> tuple[int, list[str], str]:
         text=True,
     )
     assert process.stdout is not None and process.stderr is not None
-    if lines is None:
-        out, err = process.communicate(timeout=120)
-        return process.returncode, out.splitlines(), err
     got = [process.stdout.readline() for _ in range(lines)]
     process.stdout.close()
     err = process.stderr.read()
@@ -249,7 +246,7 @@ def test_cli_watch_json_and_a_closed_pipe(base: workload.Base) -> None:
     assert container.id is not None
     # One process (they start slowly under emulation): three steps read, then the
     # reader goes away (| head -3), which must end an endless watch quietly.
-    code, got, err = dump("--watch", "--json", "--step", "0.5", container.id[:12], lines=3)
+    code, got, err = dump_lines("--watch", "--json", "--step", "0.5", container.id[:12], lines=3)
     assert code == 0 and err == "", err
     documents = [json.loads(line) for line in got]
     assert [d["id"] for d in documents] == [container.id] * 3
