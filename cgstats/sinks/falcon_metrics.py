@@ -1,0 +1,268 @@
+"""Open-Falcon items from readings: the metric naming table and the transfer's rules.
+
+Pure functions, no I/O, shared by the transfer sink (:mod:`cgstats.sinks.falcon`)
+and the agent sink (:mod:`cgstats.sinks.falcon_agent`). An item is the dict the
+transfer's ``Transfer.Update`` and the agent's ``/v1/push`` take: ``endpoint``,
+``metric``, ``value``, ``step``, ``counterType``, ``tags``, ``timestamp``.
+:data:`METRICS` says which fields of a :class:`~cgstats.Reading` become which
+metric (documented in docs/falcon.md); :func:`item_problem` applies the checks
+the transfer applies, so that an item it would drop, or a value that would make
+it reject the whole batch, is never sent.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+import attrs
+
+if TYPE_CHECKING:
+    from cgstats.collector import Reading
+
+GAUGE = "GAUGE"
+COUNTER_TYPES = frozenset({"GAUGE", "COUNTER", "DERIVE"})
+# The transfer's limit on len(metric) + len(tags), in bytes (Go's len of a string).
+MAX_METRIC_TAGS_BYTES = 510
+# Go decodes step and timestamp into int64: a larger number fails the whole call.
+_INT64_MAX = (1 << 63) - 1
+_FIELDS = ("endpoint", "metric", "value", "step", "counterType", "tags", "timestamp")
+
+Getter = Callable[["Reading"], Optional[float]]
+
+
+@attrs.frozen
+class FalconMetric:
+    """One row of the naming table.
+
+    ``source`` names where the value comes from: ``rates.<field>`` is a
+    :class:`~cgstats.Rates` field, ``<section>.<field>`` a field of the
+    sample (docs/metrics.md). ``net_counted_only`` metrics are emitted only
+    for readings whose ``net_counted`` is true, so that containers sharing a
+    network namespace report its traffic once.
+    """
+
+    name: str
+    unit: str
+    source: str
+    counter_type: str
+    get: Getter = attrs.field(repr=False, eq=False)
+    net_counted_only: bool = False
+
+    def value(self, reading: Reading) -> Optional[float]:
+        """The value for ``reading``; ``None`` when unknown (then no item is made)."""
+        if self.net_counted_only and reading.net_counted is not True:
+            return None
+        return self.get(reading)
+
+
+def _rate(field: str) -> tuple[str, Getter]:
+    def get(reading: Reading) -> Optional[float]:
+        value: Optional[float] = getattr(reading.rates, field)
+        return value
+
+    return f"rates.{field}", get
+
+
+def _gauge(section: str, field: str) -> tuple[str, Getter]:
+    def get(reading: Reading) -> Optional[float]:
+        record = getattr(reading.sample, section)
+        if record is None:
+            return None
+        value: Optional[float] = getattr(record, field)
+        return value
+
+    return f"{section}.{field}", get
+
+
+def _memory_usage_percent(reading: Reading) -> Optional[float]:
+    memory = reading.sample.memory
+    if memory is None or memory.usage_bytes is None or not memory.limit_bytes:
+        return None  # no memory controller, or no limit (None), or a 0 limit
+    return memory.usage_bytes / memory.limit_bytes * 100.0
+
+
+def _metric(name: str, unit: str, source: tuple[str, Getter], net: bool = False) -> FalconMetric:
+    return FalconMetric(name, unit, source[0], GAUGE, source[1], net_counted_only=net)
+
+
+# Rates and gauges alike are GAUGE: rates are already per second, so the
+# transfer stores them as they are (COUNTER would make it derive them again and
+# truncate them to integers).
+METRICS: tuple[FalconMetric, ...] = (
+    _metric("container.cpu.usage.cores", "cores", _rate("cpu_cores")),
+    _metric("container.cpu.user.cores", "cores", _rate("cpu_user_cores")),
+    _metric("container.cpu.system.cores", "cores", _rate("cpu_system_cores")),
+    _metric("container.cpu.usage.percent", "%", _rate("cpu_percent")),
+    _metric("container.cpu.limit.cores", "cores", _gauge("cpu", "limit_cores")),
+    _metric("container.cpu.throttled.ratio", "ratio (0 to 1)", _rate("throttled_ratio")),
+    _metric("container.cpu.throttled.seconds_per_s", "s/s", _rate("throttled_s_per_s")),
+    _metric("container.memory.usage.bytes", "bytes", _gauge("memory", "usage_bytes")),
+    _metric("container.memory.working_set.bytes", "bytes", _gauge("memory", "working_set_bytes")),
+    _metric("container.memory.rss.bytes", "bytes", _gauge("memory", "rss_bytes")),
+    _metric("container.memory.cache.bytes", "bytes", _gauge("memory", "cache_bytes")),
+    _metric("container.memory.swap.bytes", "bytes", _gauge("memory", "swap_bytes")),
+    _metric("container.memory.limit.bytes", "bytes", _gauge("memory", "limit_bytes")),
+    _metric(
+        "container.memory.usage.percent",
+        "%",
+        ("100 * memory.usage_bytes / memory.limit_bytes", _memory_usage_percent),
+    ),
+    _metric("container.memory.pgfault.per_s", "faults/s", _rate("pgfault_per_s")),
+    _metric("container.memory.pgmajfault.per_s", "faults/s", _rate("pgmajfault_per_s")),
+    _metric("container.memory.oom_kills", "count", _gauge("memory", "oom_kills")),
+    _metric("container.blkio.read.bytes_per_s", "B/s", _rate("blkio_read_bytes_per_s")),
+    _metric("container.blkio.write.bytes_per_s", "B/s", _rate("blkio_write_bytes_per_s")),
+    _metric("container.blkio.read.ops_per_s", "ops/s", _rate("blkio_read_ops_per_s")),
+    _metric("container.blkio.write.ops_per_s", "ops/s", _rate("blkio_write_ops_per_s")),
+    _metric("container.net.rx.bytes_per_s", "B/s", _rate("net_rx_bytes_per_s"), net=True),
+    _metric("container.net.tx.bytes_per_s", "B/s", _rate("net_tx_bytes_per_s"), net=True),
+    _metric("container.net.rx.packets_per_s", "packets/s", _rate("net_rx_packets_per_s"), True),
+    _metric("container.net.tx.packets_per_s", "packets/s", _rate("net_tx_packets_per_s"), True),
+    _metric("container.net.rx.errors_per_s", "errors/s", _rate("net_rx_errors_per_s"), True),
+    _metric("container.net.tx.errors_per_s", "errors/s", _rate("net_tx_errors_per_s"), True),
+    _metric("container.net.rx.dropped_per_s", "packets/s", _rate("net_rx_dropped_per_s"), True),
+    _metric("container.net.tx.dropped_per_s", "packets/s", _rate("net_tx_dropped_per_s"), True),
+    _metric("container.pids.current", "tasks", _gauge("pids", "current")),
+    _metric("container.pids.limit", "tasks", _gauge("pids", "limit")),
+    _metric("container.psi.cpu.some.us_per_s", "µs/s", _rate("pressure_cpu_some_us_per_s")),
+    _metric("container.psi.cpu.full.us_per_s", "µs/s", _rate("pressure_cpu_full_us_per_s")),
+    _metric("container.psi.memory.some.us_per_s", "µs/s", _rate("pressure_memory_some_us_per_s")),
+    _metric("container.psi.memory.full.us_per_s", "µs/s", _rate("pressure_memory_full_us_per_s")),
+    _metric("container.psi.io.some.us_per_s", "µs/s", _rate("pressure_io_some_us_per_s")),
+    _metric("container.psi.io.full.us_per_s", "µs/s", _rate("pressure_io_full_us_per_s")),
+)
+
+
+def format_tags(tags: Mapping[str, str]) -> str:
+    """``k=v`` pairs sorted by key and joined by ``,``: the form the transfer stores."""
+    return ",".join(f"{key}={tags[key]}" for key in sorted(tags))
+
+
+def short_id(container_id: str) -> str:
+    """The first 12 characters of a container ID (Docker's short form)."""
+    return container_id[:12]
+
+
+def align_timestamp(unix_s: float, step: int) -> int:
+    """``unix_s`` truncated to whole seconds, then aligned down to a multiple of ``step`` (s)."""
+    _check_step(step)
+    seconds = int(unix_s)
+    return seconds - seconds % step
+
+
+def reading_items(reading: Reading, *, endpoint: str, tags: str, step: int) -> list[dict[str, Any]]:
+    """The items of one reading: one per :data:`METRICS` row whose value is known.
+
+    ``tags`` is the already formatted tag string (:func:`format_tags`); the
+    timestamp is the sample's, aligned by :func:`align_timestamp`. Unknown
+    values (``None``) make no item: absent is not zero.
+    """
+    timestamp = align_timestamp(reading.sample.timestamp, step)
+    items = []
+    for metric in METRICS:
+        value = metric.value(reading)
+        if value is not None:
+            items.append(
+                {
+                    "endpoint": endpoint,
+                    "metric": metric.name,
+                    "value": value,
+                    "step": step,
+                    "counterType": metric.counter_type,
+                    "tags": tags,
+                    "timestamp": timestamp,
+                }
+            )
+    return items
+
+
+def item_problem(item: Mapping[str, Any]) -> Optional[str]:
+    """Why the transfer would drop ``item`` or reject its batch; ``None`` if it is fine.
+
+    The transfer drops an item with an empty endpoint or metric, the metric
+    ``kernel.hostname``, an unknown counterType, a step <= 0, or
+    ``len(metric) + len(tags)`` over 510 bytes; a value of the wrong JSON type
+    (a fractional step, a string timestamp) fails the whole call, and NaN or
+    Infinity is not JSON at all. Stricter than the transfer on tags and
+    timestamps, so that what it stores is exactly what was sent: every tag is
+    a non-empty ``k=v`` with no whitespace, ``,`` or ``=`` inside, keys are
+    unique, and the timestamp is a positive int (it would replace it with its
+    own clock).
+    """
+    missing = [field for field in _FIELDS if field not in item]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    endpoint, metric, tags = item["endpoint"], item["metric"], item["tags"]
+    if not isinstance(endpoint, str) or not endpoint:
+        return "endpoint is not a non-empty string"
+    if not isinstance(metric, str) or not metric:
+        return "metric is not a non-empty string"
+    if metric == "kernel.hostname":
+        return "metric kernel.hostname is reserved"
+    if not isinstance(item["counterType"], str) or item["counterType"] not in COUNTER_TYPES:
+        return f"counterType {item['counterType']!r} is not GAUGE, COUNTER or DERIVE"
+    if not _is_int(item["step"]) or not 0 < item["step"] <= _INT64_MAX:
+        return f"step {item['step']!r} is not a positive int"
+    if not _is_int(item["timestamp"]) or not 0 < item["timestamp"] <= _INT64_MAX:
+        return f"timestamp {item['timestamp']!r} is not a positive int"
+    value = item["value"]
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return f"value {value!r} is not a number"
+    try:
+        if not math.isfinite(value):
+            return f"value {value!r} is not finite"
+    except OverflowError:  # an int too large for a float64
+        return "value is too large"
+    if not isinstance(tags, str):
+        return "tags is not a string"
+    endpoint_bytes = _utf8_length(endpoint)
+    metric_bytes, tags_bytes = _utf8_length(metric), _utf8_length(tags)
+    if endpoint_bytes is None or metric_bytes is None or tags_bytes is None:
+        return "a string is not valid Unicode (lone surrogate)"
+    if metric_bytes + tags_bytes > MAX_METRIC_TAGS_BYTES:
+        return f"metric and tags are {metric_bytes + tags_bytes} bytes, over 510"
+    return _tags_problem(tags)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _utf8_length(text: str) -> Optional[int]:
+    """Length in UTF-8 bytes (as Go's ``len``); ``None`` if it cannot be encoded."""
+    if text.isascii():
+        return len(text)
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _tags_problem(tags: str) -> Optional[str]:
+    """What is wrong with a tag string; cached, since every item of a reading shares one."""
+    if not tags:
+        return None
+    keys = set()
+    for piece in tags.split(","):
+        key, equals, value = piece.partition("=")
+        if not equals:
+            return f"tag {piece!r} is not k=v"
+        if not key or not value:
+            return f"tag {piece!r} has an empty key or value"
+        if "=" in value:
+            return f"tag {piece!r} has '=' in its value"
+        if any(c.isspace() for c in piece):
+            return f"tag {piece!r} has whitespace"
+        if key in keys:
+            return f"tag key {key!r} repeats"
+        keys.add(key)
+    return None
+
+
+def _check_step(step: int) -> None:
+    if not _is_int(step) or step < 1:
+        raise ValueError(f"step must be an int >= 1, not {step!r}")
