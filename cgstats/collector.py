@@ -33,6 +33,7 @@ from cgstats.events import Event, SoftLimit
 from cgstats.host import DEFAULT_LIMITS_MAX_AGE_S, Host
 from cgstats.model import Sample
 from cgstats.rates import Rates
+from cgstats.sinks._worker import DEFAULT_MAX_BATCHES, SinkWorker
 
 log = logging.getLogger("cgstats.collector")
 
@@ -68,15 +69,13 @@ class Source(Protocol):
 
 
 class Sink(Protocol):
-    """What the collector hands its output to (see :mod:`cgstats.sinks`)."""
+    """What the collector hands its output to: at least ``emit`` (see :mod:`cgstats.sinks`).
+
+    ``open(step)``, ``emit_events(events)``, ``flush()`` and ``close()`` are
+    called when the object has them; :class:`cgstats.sinks.Sink` has all five.
+    """
 
     def emit(self, readings: Sequence[Reading]) -> None: ...
-
-    def emit_events(self, events: Sequence[Event]) -> None: ...
-
-    def flush(self) -> None: ...
-
-    def close(self) -> None: ...
 
 
 @attrs.frozen
@@ -161,9 +160,15 @@ class Collector(Closing):
     :class:`~cgstats.InvalidContainerId` at once, one that cannot be found
     (yet) gives an ``error`` event and is tried again at each rescan.
 
-    ``sinks`` receive every tick's readings and events; ``on_event`` is called
-    with each :class:`~cgstats.events.Event`. Exceptions from sinks and from
-    the callback are logged and counted (:attr:`sink_errors`), never raised.
+    ``sinks`` receive every tick's readings and events, each on a thread of
+    its own behind a queue of at most ``sink_queue_batches`` ticks (the oldest
+    is dropped when it is full), so a slow or failing sink never delays a tick
+    or another sink; :meth:`flush` waits for them, :meth:`close` flushes and
+    closes them, giving up on a sink still busy after ``sink_timeout_s``.
+    ``on_event`` is called with each :class:`~cgstats.events.Event` on the
+    collector's thread, during :meth:`tick` (it must be quick). Exceptions from
+    sinks and from the callback are logged and counted (:attr:`sink_errors`,
+    :meth:`sink_stats`), never raised.
     The soft-limit watch uses ``soft_limit_bytes``, else ``soft_limit_fraction``
     of the hard limit, else each container's own soft limit (see
     :class:`~cgstats.events.SoftLimit`).
@@ -191,20 +196,31 @@ class Collector(Closing):
         soft_limit_fraction: Optional[float] = None,
         soft_limit_hysteresis: float = 0.05,
         late_factor: float = 1.5,
+        sink_timeout_s: float = 10.0,
+        sink_queue_batches: int = DEFAULT_MAX_BATCHES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not step > 0 or math.isinf(step):
             raise ValueError(f"step must be a positive number of seconds, not {step!r}")
         if not rescan_s > 0:
             raise ValueError(f"rescan_s must be positive, not {rescan_s!r}")
+        if not sink_timeout_s >= 0:
+            raise ValueError(f"sink_timeout_s must be >= 0, not {sink_timeout_s!r}")
+        if sink_queue_batches < 1:
+            raise ValueError(f"sink_queue_batches must be >= 1, not {sink_queue_batches!r}")
         self.step = float(step)
         self.rescan_s = float(rescan_s)
         self.late_factor = late_factor
         self.soft_limit = SoftLimit(soft_limit_bytes, soft_limit_fraction, soft_limit_hysteresis)
         self.sinks = list(sinks)
         self.on_event = on_event
-        self.sink_errors = 0
+        self.sink_timeout_s = float(sink_timeout_s)
+        self.sink_queue_batches = sink_queue_batches
         self.overruns = 0
+        self._callback_errors = 0
+        self._workers: dict[int, SinkWorker] = {}  # by id() of the sink, which it holds
+        self._retired: list[SinkWorker] = []  # of sinks taken out of self.sinks
+        self._workers_lock = threading.Lock()
         self._clock = clock
         self._discover = containers is None
         specs = [] if containers is None else [_checked(spec) for spec in containers]
@@ -268,7 +284,7 @@ class Collector(Closing):
     # -- sampling ------------------------------------------------------------
 
     def tick(self) -> list[Reading]:
-        """Sample every watched container now; deliver to sinks; return the readings."""
+        """Sample every watched container now; queue them for the sinks; return the readings."""
         if self._closed:
             raise ValueError("tick() on a closed Collector")
         with self._tick_lock:
@@ -352,7 +368,13 @@ class Collector(Closing):
         return self._thread is not None and self._thread.is_alive()
 
     def close(self) -> None:
-        """Stop, close every file handle, flush and close every sink (and our host)."""
+        """Stop, close every file handle, flush and close every sink (and our host).
+
+        Sinks get what is queued, then ``flush()`` and ``close()``, all of them
+        at once; one still busy ``sink_timeout_s`` after close began is
+        abandoned on its daemon thread (logged, ``abandoned`` in
+        :meth:`sink_stats`), so close never hangs.
+        """
         if self._closed:
             return
         self.stop()
@@ -363,11 +385,52 @@ class Collector(Closing):
             self._entries.clear()
             with self._ops_lock:
                 self._ops.clear()
-        for sink in self.sinks:
-            self._call_sink(sink, "flush")
-            self._call_sink(sink, "close")
+        workers = self._all_workers()
+        for worker in workers:
+            worker.request_close()
+        deadline = time.monotonic() + self.sink_timeout_s
+        for worker in workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
         if self._own_host:
             self.host.close()
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Wait until every sink has been given what is queued and its ``flush()`` returned.
+
+        Waits at most ``timeout`` seconds in all (``None``: as long as it
+        takes). True if every sink got there in time; a sink's exceptions do
+        not make it false (they are counted). After :meth:`close`, true
+        unless a sink was abandoned.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        markers = [(worker, worker.request_flush()) for worker in self._all_workers()]
+        complete = True
+        for worker, marker in markers:
+            if marker is None:  # closed: fine unless it was given up on
+                complete = complete and not worker.abandoned
+                continue
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            complete = marker.done.wait(left) and marker.completed and complete
+        return complete
+
+    @property
+    def sink_errors(self) -> int:
+        """Exceptions raised by sinks (any method) and by ``on_event``, in all."""
+        with self._workers_lock:
+            workers = [*self._workers.values(), *self._retired]
+        return self._callback_errors + sum(worker.errors for worker in workers)
+
+    def sink_stats(self) -> list[dict[str, Any]]:
+        """Counters of each sink in :attr:`sinks`, in order.
+
+        Each is a dict: ``sink`` (its repr), ``queued`` (ticks waiting),
+        ``delivered_batches`` (ticks whose ``emit`` returned),
+        ``dropped_batches`` (ticks dropped from a full queue), ``errors``
+        (exceptions from any of its methods), ``alive`` (its thread runs) and
+        ``abandoned`` (still busy when :meth:`close` gave up on it).
+        """
+        workers = {id(w.sink): w for w in self._sync_workers()}
+        return [workers[id(sink)].stats() for sink in self.sinks if id(sink) in workers]
 
     @property
     def closed(self) -> bool:
@@ -615,19 +678,40 @@ class Collector(Closing):
                 try:
                     self.on_event(event)
                 except Exception:
-                    self.sink_errors += 1
+                    self._callback_errors += 1
                     log.exception("on_event callback failed for %s", event.kind)
-        for sink in self.sinks:
-            if events:
-                self._call_sink(sink, "emit_events", events)
-            self._call_sink(sink, "emit", readings)
+        batch_events, batch_readings = tuple(events), tuple(readings)
+        for worker in self._sync_workers():
+            worker.submit(batch_events, batch_readings)
 
-    def _call_sink(self, sink: Sink, method: str, *args: object) -> None:
-        try:
-            getattr(sink, method)(*args)
-        except Exception:
-            self.sink_errors += 1
-            log.exception("sink %r: %s failed", sink, method)
+    def _sync_workers(self) -> list[SinkWorker]:
+        """One worker per sink in :attr:`sinks` (which callers may change), in its order.
+
+        A sink added to the list gets a worker (and its ``open``) now; one taken
+        out of it is flushed and closed by its worker in the background.
+        """
+        with self._workers_lock:
+            current = list(self.sinks)
+            wanted = {id(sink) for sink in current}
+            for key in [key for key in self._workers if key not in wanted]:
+                retired = self._workers.pop(key)
+                retired.request_close()
+                self._retired.append(retired)
+            workers: list[SinkWorker] = []
+            for sink in current:
+                worker = self._workers.get(id(sink))
+                if worker is None:
+                    worker = SinkWorker(sink, self.step, max_batches=self.sink_queue_batches)
+                    self._workers[id(sink)] = worker
+                if worker not in workers:  # the same sink listed twice is fed once
+                    workers.append(worker)
+            return workers
+
+    def _all_workers(self) -> list[SinkWorker]:
+        """The current sinks' workers and those of sinks taken out but not done yet."""
+        workers = self._sync_workers()
+        with self._workers_lock:
+            return workers + self._retired
 
     def __repr__(self) -> str:
         mode = "all containers" if self._discover else f"{len(self._entries)} containers"

@@ -406,10 +406,11 @@ def test_sinks_failing_never_reach_tick_and_close_closes_them(fake: FakeHost, cl
 
     collector = Collector([A], host=fake, clock=clock, sinks=[broken, good], on_event=bad_callback)  # type: ignore[arg-type]
     assert len(collector.tick()) == 1
+    assert collector.flush(timeout=60)  # delivery is on each sink's own thread
     assert len(good.readings) == 1 and [e.kind for e in good.events] == ["appeared"]
-    assert collector.sink_errors == 3  # callback, emit_events, emit
+    assert collector.sink_errors == 4  # callback, emit_events, emit, flush
     collector.close()
-    assert broken.calls == ["emit_events", "emit", "flush", "close"]
+    assert broken.calls == ["emit_events", "emit", "flush", "flush", "close"]
     assert good.closed and fake.open_handles == 0
     assert not fake.closed  # a host the caller passed in stays the caller's
     with pytest.raises(ValueError):
