@@ -490,7 +490,8 @@ class StatsReader(Closing):
     is read from ``<docker_root>/containers/<id>/config.v2.json`` under the
     host's root, when readable. ``cgroup_version`` forces a flavour.
     Containers named by a spec (ID, prefix, path, ``pid:N``) are opened and
-    kept until :meth:`close`; handles passed in stay the caller's.
+    kept until :meth:`close`; handles passed in stay the caller's. Like its
+    :class:`~cgstats.Host`, a reader is meant for one thread at a time.
     """
 
     def __init__(
@@ -648,7 +649,7 @@ class StatsReader(Closing):
 
     def _forget(self, key: tuple[str, str, int], container: ContainerArg) -> None:
         self._previous.pop(key, None)
-        self._v1_files.pop(key, None)
+        self.host.files.forget_all(path for _name, path in self._v1_files.pop(key, ()))
         if not isinstance(container, Container):
             handle = self._opened.pop(container, None)
             if handle is not None:
@@ -660,7 +661,10 @@ class StatsReader(Closing):
             handle.close()
         self._opened.clear()
         self._previous.clear()
+        for files in self._v1_files.values():
+            self.host.files.forget_all(path for _name, path in files)
         self._v1_files.clear()
+        self.host.files.forget(self._stat_path)
 
 
 def _key(handle: Container) -> tuple[str, str, int]:
