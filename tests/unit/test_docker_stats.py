@@ -500,3 +500,38 @@ def test_a_sample_without_sections_is_still_a_document(frame: docker.Frame) -> N
         else {"stats": dict.fromkeys(sorted(docker.V2_MEMORY_KEYS), 0)}
     )
     assert "networks" not in doc
+
+
+def test_reader_stream_chains_previous_reads(tree: str, tmp_path: Any) -> None:
+    copy = str(tmp_path / "tree")
+    fixture_trees.copy_subset(tree, copy)
+    container_id = fixture_trees.container(fixture_trees.capture(tree), "main")["id"]
+    with Host(copy) as host, docker.StatsReader(host) as reader:
+        with pytest.raises(ValueError):
+            next(reader.stream(container_id, interval_s=0))
+        documents = list(reader.stream(container_id, interval_s=0.01, count=3))
+    assert len(documents) == 3
+    assert documents[0]["preread"] == docker.ZERO_TIME
+    assert [d["preread"] for d in documents[1:]] == [d["read"] for d in documents[:2]]
+    assert documents[2]["precpu_stats"] == documents[1]["cpu_stats"]
+
+
+def test_a_bad_v1_file_is_reported_and_the_sample_fills_in(tree: str, tmp_path: Any) -> None:
+    data = fixture_trees.capture(tree)
+    if data["mode"] == "unified":
+        pytest.skip("the raw v1 files exist on v1 hosts only")
+    copy = str(tmp_path / "tree")
+    fixture_trees.copy_subset(tree, copy)
+    entry = fixture_trees.container(data, "main")
+    cpuacct = os.path.join(copy, entry["dirs"]["cpuacct"].lstrip("/"), "cpuacct.stat")
+    with open(cpuacct, "w") as handle:
+        handle.write("user many\nsystem 7\n")
+    with Host(copy) as host, docker.StatsReader(host) as reader:
+        frame = reader.frame(entry["id"])
+    assert any(problem.startswith("cpuacct.stat:") for problem in frame.errors), frame.errors
+    assert frame.cpuacct_ticks is None and frame.blkio_lists is not None
+    cpu = frame.sample.cpu
+    assert cpu is not None
+    usage = docker.document(frame)["cpu_stats"]["cpu_usage"]
+    assert usage["usage_in_usermode"] == cpu.user_ns
+    assert usage["total_usage"] == cpu.usage_ns
