@@ -123,7 +123,8 @@ def test_an_entry_point_named_like_a_built_in_is_ignored_with_a_warning(
     installed: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="cgstats.sinks")
-    sink_schemes()
+    sink = open_sink("msgpack:-")  # the built-in, not the distribution's MySink
+    assert type(sink).__module__ == "cgstats.sinks.msgpack_stream"
     sink_schemes()
     warnings = [r.getMessage() for r in caplog.records if "built in" in r.getMessage()]
     assert warnings == [
