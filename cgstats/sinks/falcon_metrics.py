@@ -28,6 +28,10 @@ COUNTER_TYPES = frozenset({"GAUGE", "COUNTER", "DERIVE"})
 MAX_METRIC_TAGS_BYTES = 510
 # Go decodes step and timestamp into int64: a larger number fails the whole call.
 _INT64_MAX = (1 << 63) - 1
+# The transfer replaces a timestamp above twice its clock with its clock. Twice
+# any present-day clock (2023-11 on) is above this (2077-09), so a timestamp at
+# most this is kept, without asking a clock.
+MAX_TIMESTAMP = 3_400_000_000
 _FIELDS = ("endpoint", "metric", "value", "step", "counterType", "tags", "timestamp")
 
 Getter = Callable[["Reading"], Optional[float]]
@@ -189,8 +193,8 @@ def item_problem(item: Mapping[str, Any]) -> Optional[str]:
     Infinity is not JSON at all. Stricter than the transfer on tags and
     timestamps, so that what it stores is exactly what was sent: every tag is
     a non-empty ``k=v`` with no whitespace, ``,`` or ``=`` inside, keys are
-    unique, and the timestamp is a positive int (it would replace it with its
-    own clock).
+    unique, and the timestamp is an int from 1 to :data:`MAX_TIMESTAMP` (it
+    would replace one <= 0, or above twice its clock, with its clock).
     """
     missing = [field for field in _FIELDS if field not in item]
     if missing:
@@ -206,8 +210,8 @@ def item_problem(item: Mapping[str, Any]) -> Optional[str]:
         return f"counterType {item['counterType']!r} is not GAUGE, COUNTER or DERIVE"
     if not _is_int(item["step"]) or not 0 < item["step"] <= _INT64_MAX:
         return f"step {item['step']!r} is not a positive int"
-    if not _is_int(item["timestamp"]) or not 0 < item["timestamp"] <= _INT64_MAX:
-        return f"timestamp {item['timestamp']!r} is not a positive int"
+    if not _is_int(item["timestamp"]) or not 0 < item["timestamp"] <= MAX_TIMESTAMP:
+        return f"timestamp {item['timestamp']!r} is not an int from 1 to {MAX_TIMESTAMP}"
     value = item["value"]
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return f"value {value!r} is not a number"

@@ -314,6 +314,7 @@ def item(**changes: Any) -> dict[str, Any]:
         ({"step": True}, "step"),
         ({"step": 1 << 63}, "step"),
         ({"timestamp": 0}, "timestamp"),
+        ({"timestamp": fm.MAX_TIMESTAMP + 1}, "timestamp"),
         ({"timestamp": "1700000000"}, "timestamp"),
         ({"timestamp": 1_700_000_000.5}, "timestamp"),
         ({"value": float("nan")}, "finite"),
@@ -356,6 +357,7 @@ def test_the_limits_themselves_pass() -> None:
     assert fm.item_problem(item(metric="m" * 255, tags="k=" + "v" * 253)) is None  # 510 bytes
     assert fm.item_problem(item(tags="", counterType="COUNTER", value=3)) is None
     assert fm.item_problem(item(counterType="DERIVE", value=-1e308, step=1, timestamp=1)) is None
+    assert fm.item_problem(item(timestamp=fm.MAX_TIMESTAMP)) is None
 
 
 finite = st.one_of(
@@ -368,7 +370,7 @@ finite = st.one_of(
     endpoint=st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40),
     value=finite,
     step=st.integers(min_value=1, max_value=(1 << 63) - 1),
-    timestamp=st.integers(min_value=1, max_value=(1 << 63) - 1),
+    timestamp=st.integers(min_value=1, max_value=fm.MAX_TIMESTAMP),
 )
 def test_valid_items_pass_and_encode(
     endpoint: str, value: float, step: int, timestamp: int

@@ -16,6 +16,10 @@ from typing import Any, Union
 
 import falcon_transfers
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cgstats.sinks.falcon_metrics import MAX_TIMESTAMP, format_tags, item_problem
 
 TIMEOUT_S = 10.0  # generous: only reached when something is broken
 QUIET_S = 0.5  # how long a transfer that must not answer is watched
@@ -394,3 +398,58 @@ def test_a_pool_of_three_and_its_union(kind: str, tmp_path: Any) -> None:
             client.close()
         assert {k[1] for k in falcon_transfers.accepted_by(nodes)} == {"m0", "m1", "m2"}
     assert not any(node.running for node in nodes)
+
+
+# --- the library's checks against the transfers' ------------------------------------
+
+text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=30)
+tag_text = st.text(
+    st.characters(blacklist_characters=",=", blacklist_categories=("Cs", "Z", "Cc")),
+    min_size=1,
+    max_size=10,
+)
+candidates = st.builds(
+    lambda endpoint, metric, value, step, counter_type, tags, timestamp: {
+        "endpoint": endpoint,
+        "metric": metric,
+        "value": value,
+        "step": step,
+        "counterType": counter_type,
+        "tags": format_tags(tags),
+        "timestamp": timestamp,
+    },
+    text,
+    text,
+    st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(10**300), 10**300)),
+    st.integers(1, (1 << 63) - 1),
+    st.sampled_from(["GAUGE", "COUNTER", "DERIVE"]),
+    st.dictionaries(tag_text, tag_text, max_size=5),
+    st.integers(1, MAX_TIMESTAMP),
+)
+
+
+def test_what_item_problem_passes_is_stored_unchanged(kind: str, tmp_path: Any) -> None:
+    """Every item the sinks' check lets through is accepted, and stored under the key sent."""
+    with falcon_transfers.transfer(kind, tmp_path / "items.jsonl") as node:
+        client = Client(node.address)
+
+        @settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+        @given(st.lists(candidates, min_size=1, max_size=20))
+        def check(items: list[dict[str, Any]]) -> None:
+            items = [i for i in items if item_problem(i) is None]
+            if not items:
+                return
+            response = client.call("Transfer.Update", [items])
+            assert response["error"] is None
+            assert (response["result"]["Total"], response["result"]["Invalid"]) == (len(items), 0)
+            sent = {(i["endpoint"], i["metric"], i["tags"], i["timestamp"]) for i in items}
+            assert sent <= node.accepted()
+
+        try:
+            check()
+        finally:
+            client.close()
+
+
+def test_what_the_transfers_drop_item_problem_refuses() -> None:
+    assert all(item_problem(i) is not None for i in INVALID if i is not None)
