@@ -35,11 +35,10 @@ exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 myst_heading_anchors = 3
 
 # Docstrings are reStructuredText with :class: roles. Types go into the
-# parameter lists, members appear in source order, and private base classes
-# (the with-statement mixin, the to_dict() mixin) are not shown.
+# parameter lists and members appear in source order. Base classes are shown
+# where api.md asks for them (exceptions, sinks), never private mixins.
 autodoc_typehints = "description"
 autodoc_member_order = "bysource"
-autodoc_default_options = {"show-inheritance": True}
 add_module_names = False
 
 # -n (nitpicky): every reference must resolve. Without intersphinx (the build
@@ -173,14 +172,22 @@ def _is_type_alias(module: Optional[str], name: str) -> bool:
 
 
 def _public_bases(app: Any, name: str, obj: Any, options: Any, bases: list[type]) -> None:
-    """Show only public base classes (not ``object``, not ``_Record``/``_closing``)."""
-    bases[:] = [
-        base
-        for base in bases
-        if base is not object
-        and not base.__name__.startswith("_")
-        and not any(part.startswith("_") for part in base.__module__.split("."))
-    ]
+    """Show public base classes only: a private mixin is replaced by its own bases."""
+    public: list[type] = []
+
+    def add(base: type) -> None:
+        private = base.__name__.startswith("_") or any(
+            part.startswith("_") for part in base.__module__.split(".")
+        )
+        if private:
+            for grand in base.__bases__:
+                add(grand)
+        elif base is not object and base not in public:
+            public.append(base)
+
+    for base in list(bases):
+        add(base)
+    bases[:] = public or [object]
 
 
 def setup(app: Any) -> dict[str, Any]:
