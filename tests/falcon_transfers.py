@@ -37,7 +37,6 @@ import subprocess
 import tempfile
 import threading
 import time
-import weakref
 from collections.abc import Iterator
 from typing import Any, Optional, Union
 
@@ -110,7 +109,8 @@ def go_binary() -> str:
 
 # --- what both transfers share: the file of accepted items ---------------------
 
-_LIVE: weakref.WeakSet[_Transfer] = weakref.WeakSet()
+# Started transfers, so that none outlives the test session (killed at exit).
+_LIVE: set[_Transfer] = set()
 
 
 @atexit.register
