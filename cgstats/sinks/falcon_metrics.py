@@ -196,56 +196,70 @@ def item_problem(item: Mapping[str, Any]) -> Optional[str]:
     unique, and the timestamp is an int from 1 to :data:`MAX_TIMESTAMP` (it
     would replace one <= 0, or above twice its clock, with its clock).
     """
-    missing = [field for field in _FIELDS if field not in item]
-    if missing:
+    try:
+        endpoint, metric, tags = item["endpoint"], item["metric"], item["tags"]
+        counter_type, step, timestamp = item["counterType"], item["step"], item["timestamp"]
+        value = item["value"]
+    except KeyError:
+        missing = [field for field in _FIELDS if field not in item]
         return f"missing {', '.join(missing)}"
-    endpoint, metric, tags = item["endpoint"], item["metric"], item["tags"]
-    if not isinstance(endpoint, str) or not endpoint:
+    if type(endpoint) is not str or not endpoint:
         return "endpoint is not a non-empty string"
-    if not isinstance(metric, str) or not metric:
+    if type(metric) is not str or not metric:
         return "metric is not a non-empty string"
     if metric == "kernel.hostname":
         return "metric kernel.hostname is reserved"
-    if not isinstance(item["counterType"], str) or item["counterType"] not in COUNTER_TYPES:
-        return f"counterType {item['counterType']!r} is not GAUGE, COUNTER or DERIVE"
-    if not _is_int(item["step"]) or not 0 < item["step"] <= _INT64_MAX:
-        return f"step {item['step']!r} is not a positive int"
-    if not _is_int(item["timestamp"]) or not 0 < item["timestamp"] <= MAX_TIMESTAMP:
-        return f"timestamp {item['timestamp']!r} is not an int from 1 to {MAX_TIMESTAMP}"
-    value = item["value"]
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return f"value {value!r} is not a number"
-    try:
-        if not math.isfinite(value):
-            return f"value {value!r} is not finite"
-    except OverflowError:  # an int too large for a float64
-        return "value is too large"
-    if not isinstance(tags, str):
+    if type(counter_type) is not str or counter_type not in COUNTER_TYPES:
+        return f"counterType {counter_type!r} is not GAUGE, COUNTER or DERIVE"
+    if type(step) is not int or not 0 < step <= _INT64_MAX:
+        return f"step {step!r} is not a positive int"
+    if type(timestamp) is not int or not 0 < timestamp <= MAX_TIMESTAMP:
+        return f"timestamp {timestamp!r} is not an int from 1 to {MAX_TIMESTAMP}"
+    problem = _value_problem(value)
+    if problem is not None:
+        return problem
+    if type(tags) is not str:
         return "tags is not a string"
-    endpoint_bytes = _utf8_length(endpoint)
+    # The strings repeat from item to item (one tag string per container, a few
+    # dozen metric names), so their checks are cached.
     metric_bytes, tags_bytes = _utf8_length(metric), _utf8_length(tags)
-    if endpoint_bytes is None or metric_bytes is None or tags_bytes is None:
+    if _utf8_length(endpoint) < 0 or metric_bytes < 0 or tags_bytes < 0:
         return "a string is not valid Unicode (lone surrogate)"
     if metric_bytes + tags_bytes > MAX_METRIC_TAGS_BYTES:
         return f"metric and tags are {metric_bytes + tags_bytes} bytes, over 510"
     return _tags_problem(tags)
 
 
+def _value_problem(value: Any) -> Optional[str]:
+    """Why ``value`` is not a finite JSON number; ``None`` if it is one."""
+    if type(value) is float:
+        return None if value - value == 0 else f"value {value!r} is not finite"  # inf - inf is NaN
+    if type(value) is not int and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+        return f"value {value!r} is not a number"
+    try:
+        if not math.isfinite(value):
+            return f"value {value!r} is not finite"
+    except OverflowError:  # an int too large for a float64
+        return "value is too large"
+    return None
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _utf8_length(text: str) -> Optional[int]:
-    """Length in UTF-8 bytes (as Go's ``len``); ``None`` if it cannot be encoded."""
+@functools.lru_cache(maxsize=16384)
+def _utf8_length(text: str) -> int:
+    """Length in UTF-8 bytes (as Go's ``len``); -1 if it cannot be encoded (lone surrogate)."""
     if text.isascii():
         return len(text)
     try:
         return len(text.encode("utf-8"))
     except UnicodeEncodeError:
-        return None
+        return -1
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=16384)
 def _tags_problem(tags: str) -> Optional[str]:
     """What is wrong with a tag string; cached, since every item of a reading shares one."""
     if not tags:
