@@ -7,10 +7,19 @@ or with ``--json`` one object per container per step with ``rates`` (and
 ``events`` when any). Events of containers without a reading (``gone``,
 ``error``) go to stderr.
 
+``--sink URL`` (repeatable, needs ``--watch``) also feeds each step to a
+sink named by URL (see :func:`cgstats.sinks.open_sink` and docs/sinks.md).
+The table or ``--json`` output stays on stdout, unless ``--quiet`` is given
+or a sink writes to stdout itself (``jsonl:-``, ``msgpack:-``): then that
+sink's output is all stdout carries. Sink failures are one line each on
+stderr (at most one a minute per sink) and a summary at the end; they do
+not change the exit status.
+
 Exit status: 0 on success (also when ``--watch`` is interrupted); 1 when a
 named container cannot be found, resolved (ambiguous prefix) or read (gone);
 2 on usage errors, including a CONTAINER that is not a valid name at all
-(checked before anything is read). Errors are one line on stderr; no
+(checked before anything is read) and a ``--sink`` URL that names no sink
+or a sink that cannot be made (a file that cannot be opened). Errors are one line on stderr; no
 traceback reaches the terminal.
 """
 
@@ -24,7 +33,7 @@ import math
 import os
 import sys
 from collections.abc import Sequence
-from typing import Optional, TextIO
+from typing import Any, Optional, TextIO
 
 from cgstats.collector import Collector, Reading
 from cgstats.discovery import parse_spec
@@ -32,6 +41,7 @@ from cgstats.errors import CgstatsError, ContainerGone, InvalidContainerId
 from cgstats.events import Event
 from cgstats.host import ROOT_ENV, Host
 from cgstats.report import format_sample, format_watch_table
+from cgstats.sinks import open_sink
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -71,6 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help=f"look up /proc and /sys under DIR (default ${ROOT_ENV} or /)",
     )
+    parser.add_argument(
+        "--sink",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="with --watch, also send every step to this sink (repeatable), e.g. "
+        "jsonl:///var/log/cgstats.jsonl, jsonl:-, msgpack+tcp://127.0.0.1:24224, "
+        "falcon://10.0.0.1:8433?endpoint=web-01, falcon-agent://127.0.0.1:1988",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="with --sink, print no table or JSON (only the sinks get the readings)",
+    )
     return parser
 
 
@@ -103,6 +127,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("--all cannot be combined with CONTAINER arguments")
     if not args.watch and args.count is not None:
         parser.error("--count needs --watch")
+    if not args.watch and args.sink:
+        parser.error("--sink needs --watch (--watch --count 1 sends one sample)")
+    if args.quiet and not args.sink:
+        parser.error("--quiet needs --sink")
     invalid = _invalid_specs(args.containers)
     if invalid:
         for message in invalid:
@@ -129,6 +157,38 @@ def _silence_stdout() -> None:
         os.close(devnull)
     except (OSError, ValueError):  # stdout without a descriptor (embedded, tests)
         pass
+
+
+def _open_sinks(urls: Sequence[str], err: TextIO) -> Optional[list[Any]]:
+    """The sinks ``urls`` name, or None (after one line on ``err``) if one cannot be made."""
+    sinks: list[Any] = []
+    for url in urls:
+        try:
+            sinks.append(open_sink(url))
+        except Exception as error:  # SinkURLError, SinkLoadError, OSError, a sink's own
+            print(f"cgstats: --sink {url}: {error}", file=err)
+            for sink in sinks:
+                with contextlib.suppress(Exception):
+                    sink.close()
+            return None
+    if sum(bool(getattr(sink, "uses_stdout", False)) for sink in sinks) > 1:
+        print("cgstats: --sink: at most one sink can write to stdout", file=err)
+        for sink in sinks:
+            with contextlib.suppress(Exception):
+                sink.close()
+        return None
+    return sinks
+
+
+class _OneLine(logging.Formatter):
+    """Log records as ``cgstats: message: ExceptionType: text``, never a traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = f"cgstats: {record.getMessage()}"
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            text += f": {type(error).__name__}: {error}"
+        return text
 
 
 def _invalid_specs(specs: Sequence[str]) -> list[str]:
@@ -179,16 +239,22 @@ def _dump(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 class _Printer:
-    """The watch's sink: prints each tick's readings; stops the collector on a closed pipe."""
+    """The watch's sink: prints each tick's readings (unless ``quiet``) and the
+    events of trouble; stops the collector on a closed pipe."""
 
-    def __init__(self, collector: Collector, out: TextIO, err: TextIO, as_json: bool) -> None:
+    def __init__(
+        self, collector: Collector, out: TextIO, err: TextIO, as_json: bool, quiet: bool = False
+    ) -> None:
         self.collector = collector
         self.out = out
         self.err = err
         self.as_json = as_json
-        self.refresh = not as_json and out.isatty()
+        self.quiet = quiet
+        self.refresh = not as_json and not quiet and out.isatty()
 
     def emit(self, readings: Sequence[Reading]) -> None:
+        if self.quiet:
+            return
         try:
             if self.as_json:
                 for reading in readings:
@@ -218,6 +284,11 @@ class _Printer:
 
 def _watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     logging.getLogger("cgstats.collector").setLevel(logging.CRITICAL)  # events say it all
+    sink_log = logging.getLogger("cgstats.sinks")
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(_OneLine())
+    handler.setLevel(logging.WARNING)
+    sink_log.addHandler(handler)
     host = Host(args.root, evict_idle_s=2 * args.step)
     try:
         targets: Optional[list[str]] = None
@@ -234,14 +305,40 @@ def _watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 except CgstatsError as error:
                     print(f"cgstats: {error}", file=err)
                     return EXIT_NOT_FOUND
+        sinks = _open_sinks(args.sink, err)
+        if sinks is None:
+            return EXIT_USAGE
         collector = Collector(targets, step=args.step, host=host, rescan_s=max(args.step, 2.0))
-        printer = _Printer(collector, out, err, args.json)
-        collector.sinks.append(printer)
+        # A sink on stdout owns it: a table between its lines would corrupt them.
+        on_stdout = [sink for sink in sinks if getattr(sink, "uses_stdout", False)]
+        printer = _Printer(collector, out, err, args.json, quiet=args.quiet or bool(on_stdout))
+        for sink in on_stdout:
+            sink.on_pipe_closed = collector.stop  # | head: end the watch, as the table does
+        collector.sinks.extend([printer, *sinks])
         with collector, contextlib.suppress(KeyboardInterrupt):  # how an endless watch ends
             collector.run(args.count)
+        _report_sinks(collector, err)
         return EXIT_OK
     finally:
+        sink_log.removeHandler(handler)
         host.close()
+
+
+def _report_sinks(collector: Collector, err: TextIO) -> None:
+    """One line per sink that failed or dropped data during the watch."""
+    for stats in collector.sink_stats():
+        problems = [
+            f"{stats[key]} {label}"
+            for key, label in (
+                ("errors", "errors"),
+                ("dropped_batches", "steps dropped"),
+            )
+            if stats[key]
+        ]
+        if stats["abandoned"]:
+            problems.append("still busy at exit, abandoned")
+        if problems:
+            print(f"cgstats: sink {stats['sink']}: {', '.join(problems)}", file=err)
 
 
 def run() -> None:
