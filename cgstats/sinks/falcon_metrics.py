@@ -28,9 +28,9 @@ COUNTER_TYPES = frozenset({"GAUGE", "COUNTER", "DERIVE"})
 MAX_METRIC_TAGS_BYTES = 510
 # Go decodes step and timestamp into int64: a larger number fails the whole call.
 _INT64_MAX = (1 << 63) - 1
-# The transfer replaces a timestamp above twice its clock with its clock. Twice
-# any present-day clock (2023-11 on) is above this (2077-09), so a timestamp at
-# most this is kept, without asking a clock.
+#: The largest timestamp :func:`item_problem` lets through (2077-09). The
+#: transfer replaces one above twice its clock with its clock; twice any
+#: clock from 2023-11 on is above this, so no clock needs asking.
 MAX_TIMESTAMP = 3_400_000_000
 _FIELDS = ("endpoint", "metric", "value", "step", "counterType", "tags", "timestamp")
 
