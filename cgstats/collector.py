@@ -400,14 +400,14 @@ class Collector(Closing):
         Waits at most ``timeout`` seconds in all (``None``: as long as it
         takes). True if every sink got there in time; a sink's exceptions do
         not make it false (they are counted). After :meth:`close`, true
-        unless a sink was abandoned.
+        unless a sink was abandoned or its thread ended early.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         markers = [(worker, worker.request_flush()) for worker in self._all_workers()]
         complete = True
         for worker, marker in markers:
-            if marker is None:  # closed: fine unless it was given up on
-                complete = complete and not worker.abandoned
+            if marker is None:  # closed: fine unless it was given up on or died
+                complete = complete and worker.healthy
                 continue
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             complete = marker.done.wait(left) and marker.completed and complete

@@ -86,9 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="URL",
-        help="with --watch, also send every step to this sink (repeatable), e.g. "
+        help="with --watch, also send every step to the sink URL names (repeatable): "
         "jsonl:///var/log/cgstats.jsonl, jsonl:-, msgpack+tcp://127.0.0.1:24224, "
-        "falcon://10.0.0.1:8433?endpoint=web-01, falcon-agent://127.0.0.1:1988",
+        "falcon://10.0.0.1:8433?endpoint=web-01, ... (docs/sinks.md)",
     )
     parser.add_argument(
         "--quiet",

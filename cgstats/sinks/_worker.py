@@ -102,6 +102,7 @@ class SinkWorker:
         self.dropped_batches = 0
         self.errors = 0
         self.abandoned = False  # still busy when close() gave up on it
+        self.died = False  # its thread ended before close (an exception beyond Exception)
         self._queue: collections.deque[_Item] = collections.deque()
         self._batches = 0  # how many items of the queue are batches (markers are never dropped)
         self._closing = False
@@ -120,6 +121,8 @@ class SinkWorker:
         """Queue one tick's output; drops the oldest queued batch when the queue is full."""
         with self._busy:
             if self._closing:
+                if self.died:
+                    self.dropped_batches += 1  # nobody will deliver it
                 return
             if self._batches >= self.max_batches:
                 self._drop_oldest()
@@ -183,6 +186,11 @@ class SinkWorker:
             "abandoned": self.abandoned,
         }
 
+    @property
+    def healthy(self) -> bool:
+        """Neither abandoned by close nor ended before it."""
+        return not (self.abandoned or self.died)
+
     def _queue_marker(self, close: bool) -> Optional[_Marker]:
         marker = _Marker(close)
         with self._busy:
@@ -206,7 +214,7 @@ class SinkWorker:
         suppressed = self._drop_log.allow()
         if suppressed is not None:
             log.warning(
-                "sink %s: queue full (%d batches), dropped the oldest; %d dropped in all%s",
+                "sink %s: queue full (%d batches), dropped the oldest (%d so far%s)",
                 self.name,
                 self.max_batches,
                 self.dropped_batches,
@@ -216,6 +224,7 @@ class SinkWorker:
     # -- the worker thread -----------------------------------------------------
 
     def _run(self) -> None:
+        closed = False
         try:
             if hasattr(self.sink, "open"):
                 self._call("open", self.step)
@@ -230,8 +239,16 @@ class SinkWorker:
                 item.completed = True
                 item.done.set()
                 if item.close:
+                    closed = True
                     return
+        except BaseException as error:  # SystemExit or the like from the sink: no more delivery
+            log.error(
+                "sink %s: %s ended its thread early; it gets nothing more",
+                self.name,
+                type(error).__name__,
+            )
         finally:
+            self.died = not closed
             self._abort()
 
     def _take(self) -> _Item:
@@ -262,7 +279,7 @@ class SinkWorker:
             suppressed = self._error_log.allow()
             if suppressed is not None:
                 log.exception(
-                    "sink %s: %s failed (%d errors in all%s)",
+                    "sink %s: %s failed (%d failures so far%s)",
                     self.name,
                     method,
                     self.errors,
@@ -278,6 +295,7 @@ class SinkWorker:
             for item in self._queue:
                 if isinstance(item, _Marker):
                     item.done.set()
+            self.dropped_batches += self._batches
             self._queue.clear()
             self._batches = 0
 

@@ -207,3 +207,25 @@ def test_sinks_added_and_removed_after_construction(root: str) -> None:
         assert [s["sink"] for s in collector.sink_stats()] == [repr(late)]
         assert early.methods() == ["open 1", "emit_events", "emit", "emit", "flush", "close"]
     assert late.methods() == ["open 1", "emit", "emit", "flush", "flush", "close"]
+
+
+class Exiting(Recording):
+    def emit(self, readings: Sequence[Reading]) -> None:
+        raise SystemExit("a sink that ends its thread")  # beyond Exception: not caught
+
+
+def test_a_sink_whose_thread_ends_early_is_reported_not_waited_for(
+    root: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink, good = Exiting(), Recording()
+    caplog.set_level(logging.ERROR, logger="cgstats.sinks")
+    with Collector(root=root, step=1.0, sinks=[sink, good]) as collector:
+        collector.tick()
+        assert not collector.flush(timeout=WAIT_S)  # false, at once: it cannot get there
+        collector.tick()
+        assert not collector.flush(timeout=WAIT_S)  # waits for `good`, not for the dead one
+        dead, alive = collector.sink_stats()
+        assert not dead["alive"] and dead["dropped_batches"] == 1
+        assert alive["alive"] and alive["delivered_batches"] == 2
+    assert "close" not in sink.methods() and good.methods()[-1] == "close"
+    assert any("ended its thread early" in r.getMessage() for r in caplog.records)
