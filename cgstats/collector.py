@@ -406,7 +406,7 @@ class Collector(Closing):
         markers = [(worker, worker.request_flush()) for worker in self._all_workers()]
         complete = True
         for worker, marker in markers:
-            if marker is None:  # closed: fine unless it was given up on or died
+            if marker is None or not worker.healthy:  # ended early, or given up on: no wait
                 complete = complete and worker.healthy
                 continue
             left = None if deadline is None else max(0.0, deadline - time.monotonic())

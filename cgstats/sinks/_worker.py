@@ -133,8 +133,12 @@ class SinkWorker:
     def request_flush(self) -> Optional[_Marker]:
         """Queue a flush behind what is queued; its ``done`` is set once ``flush()`` returned.
 
-        ``None`` when the worker no longer runs (closed or its thread ended).
+        A worker closing already gives its close marker (a close flushes first);
+        ``None`` when its thread ended before a close.
         """
+        with self._busy:
+            if self._closing:
+                return self._close_marker
         return self._queue_marker(close=False)
 
     def request_close(self) -> Optional[_Marker]:
@@ -225,6 +229,7 @@ class SinkWorker:
 
     def _run(self) -> None:
         closed = False
+        item: Optional[_Item] = None
         try:
             if hasattr(self.sink, "open"):
                 self._call("open", self.step)
@@ -249,6 +254,8 @@ class SinkWorker:
             )
         finally:
             self.died = not closed
+            if isinstance(item, _Marker):
+                item.done.set()  # the marker in hand when the thread ended (not completed)
             self._abort()
 
     def _take(self) -> _Item:

@@ -40,6 +40,7 @@ class StreamReceiver:
         self.listener = listener
         self.messages: list[Any] = []
         self.connections = 0
+        self.closed = 0  # connections read to their end
         self.current: socket.socket | None = None
         self.changed = threading.Condition()
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -64,12 +65,17 @@ class StreamReceiver:
                 with self.changed:
                     self.messages.extend(unpacker)
                     self.changed.notify_all()
+        with self.changed:
+            self.closed += 1
+            self.changed.notify_all()
 
     def hang_up(self) -> None:
         """Close the current connection from this side, as a restarted receiver does."""
         with self.changed:
             assert self.current is not None
             self.current.shutdown(socket.SHUT_RDWR)
+            closed = self.closed
+            assert self.changed.wait_for(lambda: self.closed > closed, WAIT_S)
 
     def wait_messages(self, count: int) -> list[Any]:
         with self.changed:

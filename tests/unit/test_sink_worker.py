@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import fixture_trees
 import pytest
@@ -72,6 +73,15 @@ class Recording(Sink):
         return [method for method, _thread in self.calls]
 
 
+def wait_until(condition: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
 @pytest.fixture
 def root() -> str:
     return fixture_trees.root(fixture_trees.available()[0])
@@ -86,6 +96,8 @@ def test_a_held_sink_delays_neither_the_tick_nor_another_sink(root: str) -> None
         free.wait_batches(3)
         assert [list(batch) for batch in free.batches] == ticks
         assert held.inside_emit.wait(WAIT_S)
+        # counted just after emit returns
+        assert wait_until(lambda: collector.sink_stats()[1]["delivered_batches"] == 3)
         held_stats, free_stats = collector.sink_stats()
         assert held_stats["queued"] == 2 and held_stats["delivered_batches"] == 0
         assert free_stats["delivered_batches"] == 3 and free_stats["queued"] == 0
@@ -224,6 +236,7 @@ def test_a_sink_whose_thread_ends_early_is_reported_not_waited_for(
         assert not collector.flush(timeout=WAIT_S)  # false, at once: it cannot get there
         collector.tick()
         assert not collector.flush(timeout=WAIT_S)  # waits for `good`, not for the dead one
+        assert wait_until(lambda: not collector.sink_stats()[0]["alive"])  # its thread exits
         dead, alive = collector.sink_stats()
         assert not dead["alive"] and dead["dropped_batches"] == 1
         assert alive["alive"] and alive["delivered_batches"] == 2
