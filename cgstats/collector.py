@@ -160,11 +160,13 @@ class Collector(Closing):
     :class:`~cgstats.InvalidContainerId` at once, one that cannot be found
     (yet) gives an ``error`` event and is tried again at each rescan.
 
-    ``sinks`` receive every tick's readings and events, each on a thread of
-    its own behind a queue of at most ``sink_queue_batches`` ticks (the oldest
-    is dropped when it is full), so a slow or failing sink never delays a tick
-    or another sink; :meth:`flush` waits for them, :meth:`close` flushes and
-    closes them, giving up on a sink still busy after ``sink_timeout_s``.
+    ``sinks`` (objects with at least ``emit``; anything else raises
+    :class:`TypeError`) receive every tick's readings and events, each on a
+    thread of its own behind a queue of at most ``sink_queue_batches`` ticks
+    (the oldest is dropped when it is full), so a slow or failing sink never
+    delays a tick or another sink; :meth:`flush` waits for them, :meth:`close`
+    flushes and closes them, giving up on a sink still busy after
+    ``sink_timeout_s`` seconds.
     ``on_event`` is called with each :class:`~cgstats.events.Event` on the
     collector's thread, during :meth:`tick` (it must be quick). Exceptions from
     sinks and from the callback are logged and counted (:attr:`sink_errors`,
@@ -208,6 +210,9 @@ class Collector(Closing):
             raise ValueError(f"sink_timeout_s must be >= 0, not {sink_timeout_s!r}")
         if sink_queue_batches < 1:
             raise ValueError(f"sink_queue_batches must be >= 1, not {sink_queue_batches!r}")
+        for sink in sinks:
+            if not callable(getattr(sink, "emit", None)):
+                raise TypeError(f"a sink needs an emit(readings) method; {sink!r} has none")
         self.step = float(step)
         self.rescan_s = float(rescan_s)
         self.late_factor = late_factor

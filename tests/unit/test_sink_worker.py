@@ -242,3 +242,8 @@ def test_a_sink_whose_thread_ends_early_is_reported_not_waited_for(
         assert alive["alive"] and alive["delivered_batches"] == 2
     assert "close" not in sink.methods() and good.methods()[-1] == "close"
     assert any("ended its thread early" in r.getMessage() for r in caplog.records)
+
+
+def test_something_without_emit_is_refused_at_once(root: str) -> None:
+    with pytest.raises(TypeError, match="needs an emit"):
+        Collector(root=root, sinks=["jsonl:-"])  # type: ignore[list-item]
