@@ -244,7 +244,7 @@ class FalconSink(Sink):
             raise ValueError(f"flush_timeout_s must be >= 0, not {flush_timeout_s!r}")
         if isinstance(tags, Mapping):
             tags = {str(key): str(value) for key, value in tags.items()}
-            problem = item_problem(_probe_item(format_tags({**tags, "container": "0" * 12})))
+            problem = item_problem(_probe_item(format_tags({"container": "0" * 12, **tags})))
             if problem is not None:
                 raise ValueError(f"tags {tags!r}: {problem}")
         elif tags is not None and not callable(tags):
@@ -322,11 +322,11 @@ class FalconSink(Sink):
         try:
             transfers, options = parse_url(url)
         except ValueError as error:
-            raise SinkURLError(f"{url!r}: {error}") from error
+            raise SinkURLError(f"falcon URL: {error}") from error
         try:
             return cls(transfers, **options)
         except (ValueError, TypeError) as error:
-            raise SinkURLError(f"{url!r}: {error}") from error
+            raise SinkURLError(f"falcon URL: {error}") from error
 
     # -- the Sink interface ---------------------------------------------------------
 
@@ -395,10 +395,13 @@ class FalconSink(Sink):
             self._cond.notify_all()
         for node in self._nodes.values():
             node.connection.abort()
-        # Aborted calls return at once; a dial in progress within its timeout.
+        # Aborted calls return at once, a dial in progress within its timeout; the
+        # spool's thread finishes the file it is writing.
         deadline = time.monotonic() + self._dial_timeout_s + 1.0
         for thread in self._threads():
             thread.join(timeout=max(0.1, deadline - time.monotonic()))
+        if self._keeper is not None:
+            self._keeper.join(timeout=self.flush_timeout_s)
         self._save_leftovers()
         for node in self._nodes.values():
             node.connection.close()
@@ -418,10 +421,14 @@ class FalconSink(Sink):
         undelivered at close without a spool, rejected); ``rejected``: refused
         with an error string by every transfer (also in ``dropped``);
         ``errors``: readings whose endpoint or tags callable raised;
-        ``transfer_invalid``: items a transfer counted as invalid in its answer.
-        ``nodes`` maps each transfer to ``state`` (``up``/``down``),
-        ``failures`` (in a row), ``next_probe_s`` (seconds until the next
-        probe, when down), ``last_error`` and ``sent``.
+        ``transfer_invalid``: items a transfer counted as invalid in its answer;
+        ``queued``: waiting for or in a call; ``backlog``: in memory while no
+        transfer is up; ``replaying``: the spool file being replayed (or
+        ``None``); ``spool_files``, ``spool_items``, ``spool_bytes``,
+        ``spool_corrupt_files``: the spool now. ``nodes`` maps each transfer
+        to ``state`` (``up``/``down``), ``failures`` (in a row),
+        ``total_failures``, ``next_probe_s`` (seconds until the next probe,
+        when down), ``last_error`` and ``sent``.
         """
         now = time.monotonic()
         with self._cond:
@@ -431,6 +438,7 @@ class FalconSink(Sink):
                 for node in self._nodes.values()
             )
             out["backlog"] = self._backlog_items + self._spilling
+            out["replaying"] = None if self._ticket is None else self._ticket.file.name
             nodes = {}
             for name, node in self._nodes.items():
                 health = node.health
@@ -800,6 +808,8 @@ class FalconSink(Sink):
         assert spool is not None
         while True:
             with self._cond:
+                if self._stopped:
+                    return  # close() spools the rest
                 keep = 0 if self._spill_all else self.max_memory_items
                 if self._backlog_items <= keep or not self._backlog:
                     return

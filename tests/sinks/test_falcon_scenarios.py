@@ -341,6 +341,46 @@ def test_transfers_killed_and_restarted_while_the_collector_runs(
     assert stats["dropped"] == 0 and stats["sent"] >= len(union(run.sent()))
 
 
+def test_the_whole_pool_killed_at_random_moments_with_a_spool(
+    template: Sample, go_three: list[Any], tmp_path: Any
+) -> None:
+    """Outages of the whole pool at arbitrary moments: during sends, spills and replays."""
+    run = Run(
+        template,
+        go_three,
+        containers=12,
+        spool_dir=str(tmp_path / "spool"),
+        max_memory_items=300,
+        spool_chunk_items=400,
+        call_timeout_s=2.0,
+    )
+    done = threading.Event()
+
+    def ticking() -> None:
+        while not done.is_set():
+            run.tick()
+            time.sleep(0.01)
+
+    ticker = threading.Thread(target=ticking)
+    ticker.start()
+    try:
+        for pause_s in (0.1, 0.3, 0.05, 0.2):
+            time.sleep(pause_s)
+            for node in go_three:
+                node.kill()
+            time.sleep(pause_s)
+            for node in go_three:
+                node.restart()
+    finally:
+        done.set()
+        ticker.join()
+    wait_for(lambda: run.sink.stats()["spool_files"] == 0, "spool replayed")
+    run.close()
+    assert run.received() == union(run.sent())
+    stats = run.sink.stats()
+    assert stats["dropped"] == 0 and stats["spooled"] > 0 and stats["replayed"] >= stats["spooled"]
+
+
 # -- all killed, then restarted: the spool -------------------------------------------------------
 
 
