@@ -52,7 +52,8 @@ nitpick_ignore_regex = [
     # exist (Reading.reset does); drop this once the docstring is fixed.
     ("py:attr", r"Rates\.reset"),
     # Third-party classes (no intersphinx offline).
-    ("py:class", r"uhashring\..+"),
+    ("py:class", r"(uhashring|prometheus_client)\..+"),
+    ("py:class", r"(wsgiref\.simple_server\.)?WSGI(Server|RequestHandler)"),
     # The readers are internal parsers, not part of the reference.
     ("py:(func|class|mod|data)", r"cgstats\.readers(\..+)?"),
 ]
@@ -66,7 +67,7 @@ html_theme_options = {
 
 # Packages whose __all__ re-exports names defined in their submodules: a
 # reference may use either name (cgstats.Collector, cgstats.collector.Collector).
-_REEXPORTING_PACKAGES = ("cgstats", "cgstats.sinks")
+_REEXPORTING_PACKAGES = ("cgstats", "cgstats.sinks", "cgstats.prometheus")
 
 
 def _aliases() -> list[tuple[str, str]]:
