@@ -75,6 +75,7 @@ class _Held:
     handle: Container
     labels: dict[str, str]
     procs_path: str
+    started: Optional[float] = None
     last_error: Optional[str] = None
 
 
@@ -142,7 +143,11 @@ class CgroupCollector(Collector, Closing):
                 raise ValueError("collect() on a closed CgroupCollector")
             seen = time.time()
             read, failed = self._scrape()
-        observations = observe(read, seen, self.ignored_interfaces)
+        observations = observe(
+            [(sample, procs, held.started) for sample, procs, held in read],
+            seen,
+            self.ignored_interfaces,
+        )
         label_sets = [held.labels for _sample, _procs, held in read]
         families = container_families(observations, label_sets)
         error = GaugeMetricFamily(SCRAPE_ERROR.name, SCRAPE_ERROR.help)
@@ -221,7 +226,10 @@ class CgroupCollector(Collector, Closing):
         directories = handle.directories
         directory = directories.get("cpu", directories.get("unified", ref.directory))
         self._held[ref.cgroup] = _Held(
-            handle, self._labels_of(ref), os.path.join(directory, "cgroup.procs")
+            handle,
+            self._labels_of(ref),
+            os.path.join(directory, "cgroup.procs"),
+            started=creation_time(directories, handle.version),
         )
         return True
 
@@ -321,6 +329,28 @@ class CgroupCollector(Collector, Closing):
         return f"<cgstats.prometheus.CgroupCollector {mode}>"
 
 
+def creation_time(directories: Mapping[str, str], version: int) -> Optional[float]:
+    """cAdvisor's container creation time: the earliest mtime (Unix s) of the cgroup's
+    directories and of their ``cgroup.events`` (v2) or ``cgroup.clone_children`` (v1).
+
+    A directory's mtime moves when a child cgroup is made in it; those two files
+    are rarely touched after the container's start, so the earliest time wins
+    (container/common/helpers.go, getSpecInternal). ``None`` if nothing could
+    be stat'ed.
+    """
+    times = []
+    for key, directory in directories.items():
+        marker = "cgroup.events" if version == 2 or key == "unified" else "cgroup.clone_children"
+        for path in (directory, os.path.join(directory, marker)):
+            try:
+                mtime = os.stat(path).st_mtime
+            except OSError:
+                continue
+            if mtime > 0:
+                times.append(mtime)
+    return min(times) if times else None
+
+
 def _key(spec: ContainerSpec) -> object:
     return spec if isinstance(spec, str) else ("ref", spec.cgroup)
 
@@ -371,17 +401,17 @@ def counted_interfaces(
 
 
 def observe(
-    read: Sequence[tuple[Sample, Optional[int], object]],
+    read: Sequence[tuple[Sample, Optional[int], Optional[float]]],
     seen: float,
     ignored: Sequence[str] = CADVISOR_IGNORED_INTERFACES,
 ) -> list[Observation]:
-    """An :class:`~cgstats.prometheus.metrics.Observation` per (sample, process count, _)
-    read in one scrape."""
-    samples = [sample for sample, _procs, _rest in read]
+    """An :class:`~cgstats.prometheus.metrics.Observation` per (sample, process count,
+    start time) read in one scrape at Unix time ``seen``."""
+    samples = [sample for sample, _procs, _started in read]
     interfaces = counted_interfaces(samples, ignored)
     return [
-        Observation(sample, procs, ifaces, seen)
-        for (sample, procs, _rest), ifaces in zip(read, interfaces)
+        Observation(sample, procs, ifaces, seen, started)
+        for (sample, procs, started), ifaces in zip(read, interfaces)
     ]
 
 

@@ -43,13 +43,15 @@ class Observation:
     is the one container counting its network namespace, and without the
     names cAdvisor ignores. ``processes`` is the number of pids in its
     ``cgroup.procs`` (``None`` if that could not be read). ``seen`` is the
-    scrape's Unix time in seconds.
+    scrape's Unix time in seconds; ``started`` the container's start time as
+    cAdvisor derives it from its cgroup directories (Unix s, ``None`` if unknown).
     """
 
     sample: Sample
     processes: Optional[int]
     interfaces: tuple[NetInterface, ...]
     seen: float
+    started: Optional[float] = None
 
 
 @attrs.frozen
@@ -267,6 +269,11 @@ def _pressure(resource: str, line: str) -> Callable[[Observation], Values]:
         return [] if psi is None else [((), psi.total_us / US_PER_S)]
 
     return values
+
+
+def _start_time(obs: Observation) -> Values:
+    # cAdvisor: float64(CreationTime.Unix()), whole seconds
+    return [] if obs.started is None else [((), float(int(obs.started)))]
 
 
 def _last_seen(obs: Observation) -> Values:
@@ -722,6 +729,17 @@ METRICS: tuple[MetricSpec, ...] = (
         "µs / 1e6",
         _PSI_VERSIONS,
         _pressure("io", "some"),
+    ),
+    MetricSpec(
+        "container_start_time_seconds",
+        GAUGE,
+        "Start time of the container since unix epoch in seconds.",
+        (),
+        "earliest mtime of the container's cgroup directories and their `cgroup.events` (v2)"
+        " / `cgroup.clone_children` (v1), as cAdvisor reads it; stat'ed once, when first seen",
+        "Unix time, whole seconds",
+        V1V2,
+        _start_time,
     ),
     MetricSpec(
         "container_last_seen",

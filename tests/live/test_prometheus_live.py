@@ -87,10 +87,12 @@ def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
 
 
 def test_the_exporter_over_http(base: workload.Base) -> None:
+    created = time.time()
     burner, doomed = docker_container(base), docker_container(base)
     burner.limit_cpu(50_000, 100_000)
     burner.spawn([shutil.which("sh") or "/bin/sh", "-c", "while :; do :; done"])
     doomed.spawn(workload.idle_argv())
+    started = time.time()
     assert burner.id is not None and doomed.id is not None
     argv = ["-m", "cgstats.prometheus", "--addr", "127.0.0.1", "--port", "0"]
     proc = subprocess.Popen(
@@ -112,6 +114,9 @@ def test_the_exporter_over_http(base: workload.Base) -> None:
         assert before <= usage <= after, (before, usage, after)
         assert value(series, "container_cpu_cfs_periods_total", busy) > 0
         assert value(series, "container_processes", idle) == 1
+        # kernfs stamps times from the coarse clock, up to a tick behind time.time()
+        start = value(series, "container_start_time_seconds", busy)
+        assert int(created) - 1 <= start <= started, (created, start, started)
         assert value(series, "container_threads", idle) == 1
 
         # A gauge equals the kernel's value when that did not move across the scrape.

@@ -272,6 +272,21 @@ def test_oom_kills_and_pressure(host: Host, data: dict[str, Any]) -> None:
         assert stalled == totals["full"] / 1e6
 
 
+def test_start_time_is_cadvisors_earliest_cgroup_mtime(host: Host, data: dict[str, Any]) -> None:
+    series = parse(exposition(CgroupCollector(host)))
+    entry = fixture_trees.container(data, "main")
+    times = []
+    with host.open(entry["id"]) as handle:  # the directories of the controllers read
+        for key, directory in handle.directories.items():
+            marker = "cgroup.events" if key == "unified" else "cgroup.clone_children"
+            times.append(os.stat(directory).st_mtime)
+            if os.path.exists(os.path.join(directory, marker)):
+                times.append(os.stat(os.path.join(directory, marker)).st_mtime)
+    started = one(series, "container_start_time_seconds", id=cgroup_id(data, "main"))
+    assert started == int(min(times))
+    assert started <= one(series, "container_last_seen", id=cgroup_id(data, "main"))
+
+
 def test_cpu_shares_and_weight_as_cadvisor(host: Host, data: dict[str, Any]) -> None:
     series = parse(exposition(CgroupCollector(host)))
     shares = one(series, "container_spec_cpu_shares", id=cgroup_id(data, "k8s-burstable"))
