@@ -1,7 +1,7 @@
 """The spool: items no transfer could take, kept in msgpack files until one can.
 
 One file per chunk, named by a 20-digit number that grows with the time of
-writing (``00001764870000123456789.spool``), so that name order is age
+writing (``01764870000123456789.spool``), so that name order is age
 order. A file is written under a temporary name (``.NAME.tmp``), synced, and
 renamed when complete: a crash mid-write leaves only a ``.tmp`` file, which
 the next start sets aside. Each file is a msgpack header map (format,

@@ -514,8 +514,10 @@ class FalconSink(Sink):
 
     # -- routing (under self._cond) ----------------------------------------------------------
 
-    def _route(self, units: Iterable[_Unit]) -> None:
-        """Queue each unit on its target transfer, or park it while none is up."""
+    def _route(self, units: Iterable[_Unit]) -> int:
+        """Queue each unit on its target transfer, or park it while none is up;
+        returns how many were parked."""
+        parked = 0
         for unit in units:
             usable: Any = self._up if not unit.rejected_by else self._up - unit.rejected_by
             target = self._ring.target(unit.key, usable)
@@ -527,7 +529,9 @@ class FalconSink(Sink):
                 self._reject(unit)
             else:
                 self._park(unit)
+                parked += 1
         self._cond.notify_all()
+        return parked
 
     def _reject(self, unit: _Unit) -> None:
         """Every transfer answered a call of this unit alone with an error: give up on it."""
@@ -797,8 +801,10 @@ class FalconSink(Sink):
                     units = sorted(self._backlog)
                     self._backlog.clear()
                     self._backlog_items = 0
-                    self._route(units)
-                    continue
+                    if self._route(units) < len(units):
+                        continue
+                    # None could go: the transfers up are ones that refused them. Wait
+                    # for another to come up (or a spill) rather than spin.
             self._cond.wait()
         return "stop"
 

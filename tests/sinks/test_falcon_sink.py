@@ -33,7 +33,7 @@ from unit.samples import advance, captured
 
 from cgstats import Reading, rates
 from cgstats.model import Sample
-from cgstats.sinks import SinkURLError, open_sink
+from cgstats.sinks import SinkURLError, falcon, open_sink
 from cgstats.sinks import _spool as spool_format
 from cgstats.sinks._jsonrpc import (
     Connection,
@@ -362,6 +362,61 @@ def test_a_batch_every_transfer_rejects_is_dropped_after_trying_each(
     assert stats["dropped"] == n and stats["sent"] == 0 and received(nodes) == set()
     assert all(node["total_failures"] >= 1 for node in stats["nodes"].values())
     assert "rejected by every transfer" in caplog.text
+
+
+@needs_tree
+def test_a_poisoned_batch_takes_no_other_container_down_with_it(
+    template: Sample, pool: Any, sinks: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Items the checks let through but the codec rejects (a fractional step fails the
+    whole call) are isolated: every other container's items arrive, the bad ones are
+    dropped once every transfer refused them."""
+    nodes = pool("ok", "ok")
+    ticks = readings(template, 8, 1)
+    poisoned = ticks[0][3].id
+    real_items = falcon.reading_items
+
+    def items_with_poison(reading: Reading, **options: Any) -> list[dict[str, Any]]:
+        made = real_items(reading, **options)
+        if reading.id == poisoned:
+            made[0] = {**made[0], "step": 60.5}
+        return made
+
+    monkeypatch.setattr(falcon, "reading_items", items_with_poison)
+    monkeypatch.setattr(falcon, "item_problem", lambda item: None)
+    sink = sinks(nodes)
+    sink.emit(ticks[0])
+    good = [[r for r in ticks[0] if r.id != poisoned]]
+    poison_count = len(real_items(ticks[0][3], endpoint=ENDPOINT, tags="", step=STEP))
+    wait_for(lambda: sink.stats()["rejected"] == poison_count, "the poisoned items rejected")
+    wait_for(lambda: received(nodes) == expected(good), "everything else delivered")
+    stats = sink.stats()
+    assert stats["dropped"] == poison_count and stats["sent"] >= len(expected(good))
+    assert all(node["total_failures"] >= 1 for node in stats["nodes"].values())
+
+
+@needs_tree
+def test_items_a_transfer_counts_invalid_are_counted(
+    template: Sample, pool: Any, sinks: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The transfer drops ``kernel.hostname`` silently: its answer's Invalid is counted."""
+    nodes = pool("ok")
+    ticks = readings(template, 1, 1)
+    real_items = falcon.reading_items
+
+    def renamed(reading: Reading, **options: Any) -> list[dict[str, Any]]:
+        made = real_items(reading, **options)
+        made[0] = {**made[0], "metric": "kernel.hostname"}
+        return made
+
+    monkeypatch.setattr(falcon, "reading_items", renamed)
+    monkeypatch.setattr(falcon, "item_problem", lambda item: None)
+    sink = sinks(nodes)
+    sink.emit(ticks[0])
+    sink.flush()
+    stats = sink.stats()
+    assert stats["transfer_invalid"] == 1 and stats["sent"] == len(expected(ticks))
+    assert "kernel.hostname" not in {metric for _e, metric, _t, _ts in received(nodes)}
 
 
 @needs_tree
