@@ -305,6 +305,7 @@ class FalconSink(Sink):
         self._closing = False
         self._stopped = False
         self._closed = False
+        self._flushed = False  # flush() ran since the last emit()
         self._keeper: Optional[threading.Thread] = None
         self.spool = (
             None if spool_dir is None else Spool(spool_dir, spool_max_bytes, fsync=spool_fsync)
@@ -368,6 +369,7 @@ class FalconSink(Sink):
             self._counts["invalid"] += invalid
             self._counts["errors"] += errors
             self._route(units)
+        self._flushed = False
 
     def flush(self) -> None:
         """Wait up to ``flush_timeout_s`` for queued items to be delivered.
@@ -377,18 +379,21 @@ class FalconSink(Sink):
         loses nothing. Items still undelivered at the deadline stay queued.
         """
         self._settle(time.monotonic() + self.flush_timeout_s)
+        self._flushed = True
 
     def close(self) -> None:
         """Flush (bounded), stop the threads, and spool what is still undelivered.
 
-        Without a spool, what no transfer took by then is dropped (counted).
+        The flush is skipped when :meth:`flush` ran since the last :meth:`emit`
+        (the collector calls both: one wait is enough). Without a spool, what
+        no transfer took by then is dropped (counted).
         """
         if self._closed:
             return
         self._closed = True
         with self._cond:
             self._closing = True
-        if self._started:
+        if self._started and not self._flushed:
             self._settle(time.monotonic() + self.flush_timeout_s)
         with self._cond:
             self._stopped = True

@@ -456,6 +456,37 @@ def assert_prefix_missing(readings: list[set[Key]], received: set[Key]) -> None:
     assert not any(arrived[:first]) and all(arrived[first:]), arrived
 
 
+def test_close_spools_a_call_still_unanswered_and_the_next_start_delivers_it(
+    template: Sample, tmp_path: Any
+) -> None:
+    """A transfer that never answers, at shutdown: the collector's close (one bounded
+    flush, then close) leaves the in-flight items in the spool, not lost."""
+    spool = str(tmp_path / "spool")
+    with falcon_transfers.pool("go", tmp_path, 1, modes=["silent"]) as nodes:
+        run = Run(template, nodes, containers=4, spool_dir=spool, call_timeout_s=60.0)
+        run.sink.flush_timeout_s = 1.0
+        # The collector's flush() waits 1 s for the silent call; its close() must not
+        # wait again, or this budget runs out before the leftovers are spooled.
+        run.collector.sink_timeout_s = 1.8
+        run.tick(3)
+        wait_for(lambda: run.sink.stats()["queued"] > 0, "a call in flight")
+        run.close()
+        sent = union(run.sent())
+        assert [s["abandoned"] for s in run.collector.sink_stats()] == [False]
+        stats = run.sink.stats()
+        assert stats["spooled"] == len(sent) and stats["dropped"] == 0 and stats["sent"] == 0
+        nodes[0].restart(mode="ok")
+        successor = FalconSink(
+            [nodes[0].address], endpoint=ENDPOINT, tags=TAGS, spool_dir=spool, backoff_s=0.05
+        )
+        try:
+            successor.open(float(STEP))
+            wait_for(lambda: successor.stats()["spool_files"] == 0, "spool replayed")
+        finally:
+            successor.close()
+        assert recorded(nodes) == sent
+
+
 # -- the sink's process restarted while its spool is full ----------------------------------------
 
 CHILD = textwrap.dedent(
