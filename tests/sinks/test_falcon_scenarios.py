@@ -603,38 +603,45 @@ def test_a_misbehaving_transfer_loses_nothing(
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="live cgroups need root")
 def test_live_containers_through_a_transfer_failure(go_three: list[Any]) -> None:
+    """The collector's own loop over live cgroups; a transfer killed and restarted as it runs."""
     import workload
+
+    class Recorder:
+        """A second sink: what the collector produced."""
+
+        def __init__(self) -> None:
+            self.readings: list[Reading] = []
+
+        def emit(self, readings: list[Reading]) -> None:
+            self.readings.extend(readings)
 
     with workload.Base() as base:
         made = [workload.random_id() for _ in range(3)]
         containers = [base.container(f"docker/{i}", container_id=i) for i in made]
         for container in containers:
             container.spawn(workload.idle_argv())
-        ids = [c.id for c in containers]
-        assert all(ids)
         sink = FalconSink(
             [n.address for n in go_three],
             endpoint=ENDPOINT,
             tags=TAGS,
-            call_timeout_s=1.0,
             backoff_s=0.05,
             max_backoff_s=0.5,
         )
-        readings: list[Reading] = []
-        with Collector(ids, step=1.0, sinks=[sink]) as collector:
-            for tick in range(4):
-                if tick == 2:
-                    victim = go_three[
-                        [n.address for n in go_three].index(sink.transfers_for(str(ids[0]))[0])
-                    ]
-                    victim.kill()
-                readings.extend(collector.tick())
-                time.sleep(1.0)  # a new whole second: new timestamps (step 1)
+        recorder = Recorder()
+        victim = next(n for n in go_three if n.address == sink.transfers_for(made[0])[0])
+        with Collector(made, step=0.5, sinks=[sink, recorder]) as collector:
+            collector.start()
+            time.sleep(1.2)
+            victim.kill()
+            time.sleep(1.2)
             victim.restart()
             wait_for(lambda: sink.stats()["nodes"][victim.address]["state"] == "up", "back up")
-            readings.extend(collector.tick())
-        assert {r.id for r in readings} == set(ids)
-        sent = union(keys_of(readings, step=1))
+            time.sleep(1.2)
+        assert {r.id for r in recorder.readings} == set(made)
+        sent = union(keys_of(recorder.readings, step=1))  # the collector's 0.5 s step, rounded
         assert recorded(go_three) == sent
+        assert recorded([victim]) & union(
+            keys_of([r for r in recorder.readings if r.id == made[0]], step=1)
+        )
         stats = sink.stats()
         assert stats["dropped"] == 0 and stats["sent"] >= len(sent)
