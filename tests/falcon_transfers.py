@@ -165,9 +165,16 @@ class _Transfer:
                 text = handle.read()
         except FileNotFoundError:
             return []
-        # A line is written whole before the reply; a kill mid-write leaves at
-        # most an unterminated tail, which no reply ever acknowledged.
-        return [json.loads(line) for line in text.split("\n")[:-1] if line]
+        # A batch is written before its reply. A SIGKILL in the middle of the
+        # write leaves a torn last line, never acknowledged (so sent again
+        # elsewhere); a restarted Go transfer ends that line before its own.
+        items = []
+        for line in text.split("\n")[:-1]:
+            try:
+                items.append(json.loads(line))
+            except ValueError:
+                continue  # the torn record
+        return items
 
     def accepted(self) -> set[Key]:
         """(endpoint, metric, tags, timestamp) of every recorded item."""

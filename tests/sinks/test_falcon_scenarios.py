@@ -127,29 +127,9 @@ def container_of(key: Key) -> str:
 
 
 def recorded(nodes: list[Any]) -> set[Key]:
-    """What the transfers recorded: like ``falcon_transfers.accepted_by``, but a record
-    cut short by a SIGKILL during the Go transfer's write (a write to a file can stop
-    between pages) and the first record of the restarted process glued to it are
-    split apart; the cut one was never acknowledged, so it is skipped."""
-    keys: set[Key] = set()
-    for node in nodes:
-        try:
-            with open(node.out_path, encoding="utf-8") as handle:
-                lines = handle.read().split("\n")[:-1]
-        except FileNotFoundError:
-            continue
-        for line in lines:
-            for piece in _records(line):
-                keys.add((piece["endpoint"], piece["metric"], piece["tags"], piece["timestamp"]))
-    return keys
-
-
-def _records(line: str) -> list[dict[str, Any]]:
-    try:
-        return [json.loads(line)]
-    except ValueError:
-        start = line.rfind('{"endpoint"')
-        return _records(line[start:]) if start > 0 else []
+    """What the transfers recorded (a record torn by a SIGKILL mid-write is skipped:
+    it was never acknowledged, so the sink sent it again)."""
+    return falcon_transfers.accepted_by(nodes)
 
 
 def assert_sent(stats: dict[str, Any], count: int, expected_failures: set[str]) -> None:

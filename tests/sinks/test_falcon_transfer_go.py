@@ -389,6 +389,20 @@ def test_kill_and_restart_on_the_same_address(kind: str, tmp_path: Any) -> None:
         assert {k[1] for k in node.accepted()} == {"before", "after"}
 
 
+def test_a_restarted_go_transfer_ends_a_line_torn_by_a_kill(tmp_path: Any) -> None:
+    # What a SIGKILL in the middle of the transfer's write leaves: a record cut short.
+    out = tmp_path / "items.jsonl"
+    whole = json.dumps(item(metric="whole"), separators=(",", ":"))
+    out.write_text(whole + "\n" + whole[: len(whole) // 2], encoding="utf-8")
+    with falcon_transfers.transfer("go", out) as node:
+        client = Client(node.address)
+        assert client.call("Transfer.Update", [[item(metric="after")]])["error"] is None
+        client.close()
+        lines = out.read_text(encoding="utf-8").split("\n")
+        assert lines[1] == whole[: len(whole) // 2] and lines[-1] == ""
+        assert {k[1] for k in node.accepted()} == {"whole", "after"}
+
+
 def test_a_pool_of_three_and_its_union(kind: str, tmp_path: Any) -> None:
     with falcon_transfers.pool(kind, tmp_path, 3) as nodes:
         assert len({n.address for n in nodes}) == 3

@@ -104,6 +104,30 @@ func (r *recorder) write(items []accepted) error {
 	return err
 }
 
+// endTornLine ends the file's last line if a previous process was killed in
+// the middle of writing it, so this process's first record starts a line of
+// its own. The torn record was never acknowledged (the reply follows the
+// write), so the sender sends it again elsewhere; readers skip it.
+func endTornLine(path string, file *os.File) error {
+	reader, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer reader.Close()
+	info, err := reader.Stat()
+	if err != nil || info.Size() == 0 {
+		return err
+	}
+	last := make([]byte, 1)
+	if _, err := reader.ReadAt(last, info.Size()-1); err != nil {
+		return err
+	}
+	if last[0] != '\n' {
+		_, err = file.Write([]byte{'\n'})
+	}
+	return err
+}
+
 // Transfer is the RPC service, registered as "Transfer".
 type Transfer struct {
 	out       *recorder
@@ -231,6 +255,9 @@ func main() {
 	}
 	file, err := os.OpenFile(*out, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
+		log.Fatalf("falcon-transfer: %v", err)
+	}
+	if err := endTornLine(*out, file); err != nil {
 		log.Fatalf("falcon-transfer: %v", err)
 	}
 	server := rpc.NewServer()
