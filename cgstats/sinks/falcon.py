@@ -23,12 +23,10 @@ import collections
 import heapq
 import itertools
 import logging
-import math
-import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from cgstats.sinks import SinkURLError
@@ -36,7 +34,14 @@ from cgstats.sinks._jsonrpc import Connection, RpcError, TransportError
 from cgstats.sinks._ring import DEFAULT_VNODES, NodeHealth, Ring
 from cgstats.sinks._spool import Item, Spool, SpoolCorrupt, SpoolFile
 from cgstats.sinks.base import Sink
-from cgstats.sinks.falcon_metrics import format_tags, item_problem, reading_items, short_id
+from cgstats.sinks.falcon_metrics import (
+    Endpoint,
+    SeriesNames,
+    Tags,
+    falcon_step,
+    item_problem,
+    reading_items,
+)
 
 if TYPE_CHECKING:
     from cgstats.collector import Reading
@@ -50,23 +55,6 @@ DEFAULT_SPOOL_MAX_BYTES = 256 << 20
 DEFAULT_SPOOL_CHUNK_ITEMS = 5_000
 DEFAULT_STEP_S = 60  # the falcon agent's default, used only if nobody says otherwise
 _LOGGED_PROBLEMS_MAX = 1024
-
-Endpoint = Union[None, str, Callable[["Reading"], str]]
-Tags = Union[None, Mapping[str, str], Callable[["Reading"], Mapping[str, str]]]
-
-
-def falcon_step(step_s: float) -> int:
-    """The Open-Falcon step (an int >= 1) for a collector step in seconds.
-
-    The nearest whole second, halves rounded up, at least 1: 10.0 gives 10,
-    0.5 gives 1, 2.5 gives 3. :class:`ValueError` unless ``step_s`` is a
-    positive finite number.
-    """
-    if isinstance(step_s, bool) or not isinstance(step_s, (int, float)):
-        raise ValueError(f"step must be a number of seconds, not {step_s!r}")
-    if not math.isfinite(step_s) or step_s <= 0:
-        raise ValueError(f"step must be a positive number of seconds, not {step_s!r}")
-    return max(1, math.floor(step_s + 0.5))
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -184,10 +172,11 @@ class FalconSink(Sink):
     name by default, a str, or a callable taking the
     :class:`~cgstats.Reading` and returning one per container. ``tags`` (a
     mapping, or a callable taking the reading) are added to
-    ``container=<short ID>`` (the container's first 12 characters); a
-    caller's ``container`` key replaces it. The step comes from the
-    collector (:meth:`open`) unless ``step`` (s) is given; either is rounded
-    by :func:`falcon_step`.
+    ``container=<short ID>`` (the container's first 12 characters), which a
+    caller's ``container`` key cannot replace (see
+    :class:`~cgstats.sinks.falcon_metrics.SeriesNames`). The step comes from
+    the collector (:meth:`open`) unless ``step`` (s) is given; either is
+    rounded by :func:`~cgstats.sinks.falcon_metrics.falcon_step`.
 
     ``spool_dir`` enables the spool: while no transfer is up, items beyond
     ``max_memory_items`` held in memory go to files there, at most
@@ -242,20 +231,10 @@ class FalconSink(Sink):
                 raise ValueError(f"{name} must be positive, not {value!r}")
         if not flush_timeout_s >= 0:
             raise ValueError(f"flush_timeout_s must be >= 0, not {flush_timeout_s!r}")
-        if isinstance(tags, Mapping):
-            tags = {str(key): str(value) for key, value in tags.items()}
-            problem = item_problem(_probe_item(format_tags({"container": "0" * 12, **tags})))
-            if problem is not None:
-                raise ValueError(f"tags {tags!r}: {problem}")
-        elif tags is not None and not callable(tags):
-            raise TypeError(f"tags must be a mapping or a callable, not {type(tags).__name__}")
-        if isinstance(endpoint, str) and not endpoint:
-            raise ValueError("endpoint must not be empty")
-        if endpoint is not None and not isinstance(endpoint, str) and not callable(endpoint):
-            raise TypeError(f"endpoint must be a str or a callable, not {type(endpoint).__name__}")
+        self._names = SeriesNames(endpoint, tags)
         self.transfers = tuple(node_name(host, port) for host, port in addresses)
-        self.endpoint = socket.gethostname() if endpoint is None else endpoint
-        self.tags = tags
+        self.endpoint = self._names.endpoint
+        self.tags = self._names.tags
         self.step = None if step is None else falcon_step(step)
         self.batch_items = batch_items
         self.max_in_flight = max_in_flight
@@ -298,7 +277,6 @@ class FalconSink(Sink):
         )
         self._logged_problems: set[str] = set()
         self._warned_invalid: set[str] = set()  # transfers whose Invalid count was logged
-        self._tags_by_id: dict[str, str] = {}
         self._collector_step: Optional[int] = None
         self._warned_step = False
         self._started = False
@@ -346,8 +324,8 @@ class FalconSink(Sink):
         invalid = errors = 0
         for reading in readings:
             try:
-                endpoint = self._endpoint_of(reading)
-                tags = self._tags_of(reading)
+                endpoint = self._names.endpoint_of(reading)
+                tags = self._names.tags_of(reading)
                 items = reading_items(reading, endpoint=endpoint, tags=tags, step=step)
             except Exception as error:  # a caller's endpoint/tags callable failed
                 errors += 1
@@ -483,23 +461,6 @@ class FalconSink(Sink):
             self._warned_step = True
             log.warning("no step given and open() not called: using %d s", DEFAULT_STEP_S)
         return DEFAULT_STEP_S
-
-    def _endpoint_of(self, reading: Reading) -> str:
-        endpoint = self.endpoint
-        return endpoint if isinstance(endpoint, str) else str(endpoint(reading))
-
-    def _tags_of(self, reading: Reading) -> str:
-        tags = self.tags
-        if callable(tags):
-            given = {str(key): str(value) for key, value in tags(reading).items()}
-            return format_tags({"container": short_id(reading.id), **given})
-        text = self._tags_by_id.get(reading.id)
-        if text is None:
-            if len(self._tags_by_id) >= 65536:
-                self._tags_by_id.clear()
-            text = format_tags({"container": short_id(reading.id), **(tags or {})})
-            self._tags_by_id[reading.id] = text
-        return text
 
     def _units(self, key: str, items: list[Item], ticket: Optional[_Ticket] = None) -> list[_Unit]:
         size = self.batch_items
@@ -1025,16 +986,3 @@ def _addresses(transfers: Union[str, Sequence[str]]) -> list[tuple[str, int]]:
     if len(set(names)) != len(names):
         raise ValueError(f"a transfer is listed twice: {names}")
     return addresses
-
-
-def _probe_item(tags: str) -> dict[str, Any]:
-    """An item that is valid except perhaps for ``tags``: checks caller-given tags early."""
-    return {
-        "endpoint": "e",
-        "metric": "m",
-        "value": 0,
-        "step": 1,
-        "counterType": "GAUGE",
-        "tags": tags,
-        "timestamp": 1,
-    }

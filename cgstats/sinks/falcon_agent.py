@@ -13,14 +13,21 @@ import http.client
 import json
 import logging
 import math
-import socket
 import urllib.parse
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from cgstats.sinks import SinkURLError
 from cgstats.sinks.base import Sink
-from cgstats.sinks.falcon_metrics import format_tags, item_problem, reading_items, short_id
+from cgstats.sinks.falcon_metrics import (
+    Endpoint,
+    SeriesNames,
+    Tags,
+    falcon_step,
+    item_problem,
+    reading_items,
+    short_id,
+)
 
 if TYPE_CHECKING:
     from cgstats.collector import Reading
@@ -32,9 +39,6 @@ DEFAULT_TIMEOUT_S = 15.0  # the agent forwards synchronously to transfers (10 s 
 BATCH_ITEMS = 200  # the transfer's own batch size
 # How many distinct (metric, problem) pairs are logged at warning level; then debug.
 _LOGGED_PROBLEMS_MAX = 256
-
-Endpoint = Union[str, Callable[["Reading"], str]]
-Tags = Union[Mapping[str, str], Callable[["Reading"], Mapping[str, str]]]
 
 
 class AgentPushError(OSError):
@@ -60,8 +64,8 @@ class FalconAgentSink(Sink):
     def __init__(
         self,
         url: str = DEFAULT_URL,
-        endpoint: Optional[Endpoint] = None,
-        tags: Optional[Tags] = None,
+        endpoint: Endpoint = None,
+        tags: Tags = None,
         *,
         step: Optional[float] = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
@@ -69,20 +73,10 @@ class FalconAgentSink(Sink):
     ) -> None:
         self.url = url
         self._host, self._port, self._path = _http_target(url)
-        if endpoint is None:
-            endpoint = socket.gethostname()
-        if isinstance(endpoint, str) and not endpoint:
-            raise ValueError("endpoint must not be empty")
-        if not isinstance(endpoint, str) and not callable(endpoint):
-            raise ValueError(f"endpoint must be a str or a callable, not {endpoint!r}")
-        self.endpoint: Endpoint = endpoint
-        if tags is not None and not callable(tags):
-            tags = dict(tags)
-            problem = _tags_problem(tags)
-            if problem is not None:
-                raise ValueError(f"tags {tags!r}: {problem}")
-        self.tags: Optional[Tags] = tags
-        self.step = None if step is None else _whole_step(step)
+        self._names = SeriesNames(endpoint, tags)
+        self.endpoint = self._names.endpoint
+        self.tags = self._names.tags
+        self.step = None if step is None else falcon_step(step)
         if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s > 0):
             raise ValueError(f"timeout_s must be a positive number of seconds, not {timeout_s!r}")
         self.timeout_s = float(timeout_s)
@@ -91,7 +85,6 @@ class FalconAgentSink(Sink):
         self.batch_items = batch_items
         self._collector_step: Optional[int] = None
         self._connection: Optional[http.client.HTTPConnection] = None
-        self._tags_by_id: dict[str, str] = {}
         self._logged_problems: set[tuple[str, str]] = set()
         self._counts = dict.fromkeys(
             ("posts", "items", "invalid", "errors", "failures", "failed_items"), 0
@@ -117,7 +110,7 @@ class FalconAgentSink(Sink):
 
     def open(self, step: float) -> None:
         """Take the collector's step (s), used unless the sink was given one."""
-        self._collector_step = _whole_step(step)
+        self._collector_step = falcon_step(step)
 
     def emit(self, readings: Sequence[Reading]) -> None:
         """Post the items of ``readings``; :class:`AgentPushError` if a post fails."""
@@ -127,8 +120,8 @@ class FalconAgentSink(Sink):
         items = []
         for reading in readings:
             try:
-                endpoint = self._endpoint_of(reading)
-                tags = self._tags_of(reading)
+                endpoint = self._names.endpoint_of(reading)
+                tags = self._names.tags_of(reading)
             except Exception as error:  # a caller's callable failed: skip this container only
                 self._counts["errors"] += 1
                 self._log_problem(reading.id, "endpoint/tags", f"{type(error).__name__}: {error}")
@@ -166,23 +159,6 @@ class FalconAgentSink(Sink):
         return dict(self._counts)
 
     # -- internals -------------------------------------------------------------------
-
-    def _endpoint_of(self, reading: Reading) -> str:
-        endpoint = self.endpoint
-        return endpoint if isinstance(endpoint, str) else str(endpoint(reading))
-
-    def _tags_of(self, reading: Reading) -> str:
-        tags = self.tags
-        if callable(tags):
-            given = {str(key): str(value) for key, value in tags(reading).items()}
-            return format_tags({**given, "container": short_id(reading.id)})
-        text = self._tags_by_id.get(reading.id)
-        if text is None:
-            if len(self._tags_by_id) >= 65536:  # containers come and go: bound the memo
-                self._tags_by_id.clear()
-            text = format_tags({**(tags or {}), "container": short_id(reading.id)})
-            self._tags_by_id[reading.id] = text
-        return text
 
     def _log_problem(self, container_id: str, what: str, problem: str) -> None:
         """Warn once per kind of problem (then debug): an invalid item recurs every tick."""
@@ -235,29 +211,6 @@ class FalconAgentSink(Sink):
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.close()
-
-
-def _whole_step(step_s: float) -> int:
-    """Whole seconds, halves rounded up, at least 1 (10.0 gives 10, 0.5 gives 1)."""
-    if isinstance(step_s, bool) or not isinstance(step_s, (int, float)):
-        raise ValueError(f"step must be a number of seconds, not {step_s!r}")
-    if not math.isfinite(step_s) or step_s <= 0:
-        raise ValueError(f"step must be a positive number of seconds, not {step_s!r}")
-    return max(1, math.floor(step_s + 0.5))
-
-
-def _tags_problem(tags: Mapping[str, str]) -> Optional[str]:
-    """What the transfer's rules say of caller-given tags (with the container tag added)."""
-    probe = {
-        "endpoint": "e",
-        "metric": "m",
-        "value": 0,
-        "step": 1,
-        "counterType": "GAUGE",
-        "tags": format_tags({**tags, "container": "0" * 12}),
-        "timestamp": 1,
-    }
-    return item_problem(probe)
 
 
 def _http_target(url: str) -> tuple[str, int, str]:

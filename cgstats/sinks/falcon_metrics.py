@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import functools
 import math
+import socket
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import attrs
 
-if TYPE_CHECKING:
-    from cgstats.collector import Reading
+from cgstats.collector import Reading
 
 GAUGE = "GAUGE"
 COUNTER_TYPES = frozenset({"GAUGE", "COUNTER", "DERIVE"})
@@ -35,6 +35,10 @@ MAX_TIMESTAMP = 3_400_000_000
 _FIELDS = ("endpoint", "metric", "value", "step", "counterType", "tags", "timestamp")
 
 Getter = Callable[["Reading"], Optional[float]]
+#: A sink's ``endpoint``: the host name (``None``), a string, or a callable of the reading.
+Endpoint = Union[None, str, Callable[["Reading"], str]]
+#: A sink's ``tags``: none, a mapping, or a callable of the reading returning one.
+Tags = Union[None, Mapping[str, str], Callable[["Reading"], Mapping[str, str]]]
 
 
 @attrs.frozen
@@ -155,6 +159,77 @@ def align_timestamp(unix_s: float, step: int) -> int:
     _check_step(step)
     seconds = int(unix_s)
     return seconds - seconds % step
+
+
+def falcon_step(step_s: float) -> int:
+    """The Open-Falcon step (an int >= 1) for a collector step in seconds.
+
+    The nearest whole second, halves rounded up, at least 1: 10.0 gives 10,
+    0.5 gives 1, 2.5 gives 3. :class:`ValueError` unless ``step_s`` is a
+    positive finite number.
+    """
+    if isinstance(step_s, bool) or not isinstance(step_s, (int, float)):
+        raise ValueError(f"step must be a number of seconds, not {step_s!r}")
+    if not math.isfinite(step_s) or step_s <= 0:
+        raise ValueError(f"step must be a positive number of seconds, not {step_s!r}")
+    return max(1, math.floor(step_s + 0.5))
+
+
+class SeriesNames:
+    """The endpoint and tags of each container's items, as a sink's caller gave them.
+
+    ``endpoint``: ``None`` for the host name, a string, or a callable of the
+    :class:`~cgstats.Reading`. ``tags``: ``None``, a mapping, or a callable
+    of the reading returning one; every item also gets
+    ``container=<short id>``, which a caller's tags cannot replace (two
+    containers never share a series). A mapping is checked at once against
+    the transfer's rules (:class:`ValueError`); what a callable returns is
+    checked with each item. The tag string of a mapping is kept per
+    container, so it is formatted once.
+    """
+
+    def __init__(self, endpoint: Endpoint = None, tags: Tags = None) -> None:
+        if isinstance(endpoint, str) and not endpoint:
+            raise ValueError("endpoint must not be empty")
+        if endpoint is not None and not isinstance(endpoint, str) and not callable(endpoint):
+            raise TypeError(f"endpoint must be a str or a callable, not {type(endpoint).__name__}")
+        if isinstance(tags, Mapping):
+            tags = {str(key): str(value) for key, value in tags.items()}
+            probe = {"endpoint": "e", "metric": "m", "value": 0, "step": 1}
+            probe.update(counterType=GAUGE, tags=_with_container(tags, "0" * 12), timestamp=1)
+            problem = item_problem(probe)
+            if problem is not None:
+                raise ValueError(f"tags {tags!r}: {problem}")
+        elif tags is not None and not callable(tags):
+            raise TypeError(f"tags must be a mapping or a callable, not {type(tags).__name__}")
+        self.endpoint: Union[str, Callable[[Reading], str]] = (
+            socket.gethostname() if endpoint is None else endpoint
+        )
+        self.tags = tags
+        self._tags_by_id: dict[str, str] = {}
+
+    def endpoint_of(self, reading: Reading) -> str:
+        """The endpoint of ``reading``'s items (a caller's callable may raise)."""
+        endpoint = self.endpoint
+        return endpoint if isinstance(endpoint, str) else str(endpoint(reading))
+
+    def tags_of(self, reading: Reading) -> str:
+        """The tag string of ``reading``'s items (a caller's callable may raise)."""
+        tags = self.tags
+        if callable(tags):
+            given = {str(key): str(value) for key, value in tags(reading).items()}
+            return _with_container(given, short_id(reading.id))
+        text = self._tags_by_id.get(reading.id)
+        if text is None:
+            if len(self._tags_by_id) >= 65536:  # containers come and go: bound the memo
+                self._tags_by_id.clear()
+            text = _with_container(tags or {}, short_id(reading.id))
+            self._tags_by_id[reading.id] = text
+        return text
+
+
+def _with_container(tags: Mapping[str, str], container: str) -> str:
+    return format_tags({**tags, "container": container})
 
 
 def reading_items(reading: Reading, *, endpoint: str, tags: str, step: int) -> list[dict[str, Any]]:

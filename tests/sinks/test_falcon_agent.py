@@ -342,7 +342,6 @@ def test_bad_urls_are_refused_clearly(url: str) -> None:
         {"url": "https://127.0.0.1:1988/v1/push"},
         {"url": "http:///v1/push"},
         {"endpoint": ""},
-        {"endpoint": 5},
         {"tags": {"a": "b c"}},
         {"tags": {"": "x"}},
         {"timeout_s": 0},
@@ -352,4 +351,10 @@ def test_bad_urls_are_refused_clearly(url: str) -> None:
 )
 def test_bad_arguments(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
+        FalconAgentSink(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"endpoint": 5}, {"tags": ["a=b"]}])
+def test_arguments_of_the_wrong_type(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(TypeError):
         FalconAgentSink(**kwargs)

@@ -286,15 +286,18 @@ def test_invalid_items_are_counted_and_never_sent(
 
 
 @needs_tree
-def test_a_callers_container_tag_replaces_the_short_id(
+def test_a_callers_container_tag_never_replaces_the_short_id(
     template: Sample, pool: Any, sinks: Any
 ) -> None:
+    # Two containers must never share a series: the reading's own ID wins.
     nodes = pool("ok")
-    sink = sinks(nodes, tags={"container": "web-1"})
-    ticks = readings(template, 1, 1)
+    sink = sinks(nodes, tags={"container": "web-1", "app": "web"})
+    ticks = readings(template, 2, 1)
     emit_all(sink, ticks)
     sink.flush()
-    assert {tags for _e, _m, tags, _t in received(nodes)} == {"container=web-1"}
+    expected = {f"app=web,container={short_id(r.id)}" for tick in ticks for r in tick}
+    assert len(expected) == 2
+    assert {tags for _e, _m, tags, _t in received(nodes)} == expected
 
 
 def test_bad_static_tags_are_refused_at_once() -> None:
