@@ -26,8 +26,7 @@ import attrs
 from cgstats import events as ev
 from cgstats import rates as rates_
 from cgstats._closing import Closing
-from cgstats.container import ContainerRef
-from cgstats.discovery import parse_spec
+from cgstats.container import ContainerRef, ContainerSpec, checked_spec, spec_key
 from cgstats.errors import CgstatsError, ContainerGone, ContainerNotFound
 from cgstats.events import Event, SoftLimit
 from cgstats.host import DEFAULT_LIMITS_MAX_AGE_S, Host
@@ -146,9 +145,6 @@ class _Entry:
         self.restarted = False
 
 
-_Spec = Union[str, ContainerRef]
-
-
 class Collector(Closing):
     """Samples containers every ``step`` seconds, or whenever :meth:`tick` is called.
 
@@ -184,7 +180,7 @@ class Collector(Closing):
 
     def __init__(
         self,
-        containers: Optional[Iterable[_Spec]] = None,
+        containers: Optional[Iterable[ContainerSpec]] = None,
         step: float = 10.0,
         sinks: Sequence[Sink] = (),
         *,
@@ -228,7 +224,7 @@ class Collector(Closing):
         self._workers_lock = threading.Lock()
         self._clock = clock
         self._discover = containers is None
-        specs = [] if containers is None else [_checked(spec) for spec in containers]
+        specs = [] if containers is None else [checked_spec(spec) for spec in containers]
         self._own_host = host is None
         if host is None:
             host = Host(
@@ -246,27 +242,27 @@ class Collector(Closing):
         self._gone_ids: collections.OrderedDict[str, float] = collections.OrderedDict()
         self._next_rescan = -math.inf
         self._ops_lock = threading.Lock()
-        self._ops: dict[object, tuple[str, _Spec]] = {}
+        self._ops: dict[object, tuple[str, ContainerSpec]] = {}
         self._tick_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._closed = False
         for spec in specs:
-            self._ops[_key(spec)] = ("add", spec)
+            self._ops[spec_key(spec)] = ("add", spec)
 
     # -- membership ----------------------------------------------------------
 
-    def add(self, container: _Spec) -> None:
+    def add(self, container: ContainerSpec) -> None:
         """Watch ``container`` from the next tick on (thread-safe).
 
         Raises :class:`~cgstats.InvalidContainerId` for a name that is not a
         container name at all.
         """
-        spec = _checked(container)
+        spec = checked_spec(container)
         with self._ops_lock:
-            self._ops[_key(spec)] = ("add", spec)
+            self._ops[spec_key(spec)] = ("add", spec)
 
-    def remove(self, container: _Spec) -> None:
+    def remove(self, container: ContainerSpec) -> None:
         """Stop watching ``container`` from the next tick on (thread-safe).
 
         ``container`` is the name given to :meth:`add` (or the constructor), a
@@ -275,7 +271,7 @@ class Collector(Closing):
         """
         spec = container if isinstance(container, str) else container.id
         with self._ops_lock:
-            key = _key(container)
+            key = spec_key(container)
             if self._ops.get(key, ("", ""))[0] == "add" and key not in self._entries:
                 del self._ops[key]  # added and removed before any tick: nothing to undo
             else:
@@ -723,26 +719,12 @@ class Collector(Closing):
         return f"<cgstats.Collector {mode} step={self.step:g}s>"
 
 
-def _checked(spec: _Spec) -> _Spec:
-    """``spec`` if it is a container name at all (raises InvalidContainerId otherwise)."""
-    if isinstance(spec, ContainerRef):
-        return spec
-    if not isinstance(spec, str):
-        raise TypeError(f"a container is named by a str or a ContainerRef, not {type(spec)}")
-    parse_spec(spec)
-    return spec
-
-
 def _recreated(handle: Handle) -> bool:
     """Whether the handle's cgroup directory now holds another cgroup (new inode)."""
     try:
         return os.stat(handle.ref.directory).st_ino != handle.inode
     except OSError:
         return False  # gone or not a real directory: the next read says which
-
-
-def _key(spec: _Spec) -> object:
-    return spec if isinstance(spec, str) else ("ref", spec.cgroup)
 
 
 def _readings(

@@ -33,13 +33,13 @@ import os
 import time
 import zlib
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union
 
 import attrs
 
 from cgstats._closing import Closing
 from cgstats._fileio import FileGroup, read_unkept
-from cgstats.discovery import identify, parse_proc_cgroup
+from cgstats.discovery import identify, parse_proc_cgroup, parse_spec
 from cgstats.errors import ContainerGone, ParseError
 from cgstats.model import CpuStats, MemoryStats, NetInterface, NetStats, Sample
 from cgstats.readers import blkio, cpu, memory, pids, pressure
@@ -77,6 +77,29 @@ class ContainerRef:
     directory: str
     pod_uid: Optional[str] = None
     paths: Mapping[str, str] = attrs.field(factory=dict, eq=False)
+
+
+#: What names a container to watch: a spec :meth:`cgstats.Host.resolve` takes, or a ref.
+ContainerSpec = Union[str, ContainerRef]
+
+
+def checked_spec(spec: ContainerSpec) -> ContainerSpec:
+    """``spec`` if it names a container at all, checked before any path is opened.
+
+    Raises :class:`~cgstats.InvalidContainerId` for a str that is no
+    container name, :class:`TypeError` for anything but a str or a ref.
+    """
+    if isinstance(spec, ContainerRef):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"a container is named by a str or a ContainerRef, not {type(spec)}")
+    parse_spec(spec)
+    return spec
+
+
+def spec_key(spec: ContainerSpec) -> object:
+    """A dict key for ``spec``: the name itself, or its cgroup for a ref."""
+    return spec if isinstance(spec, str) else ("ref", spec.cgroup)
 
 
 class Container(Closing):

@@ -24,8 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from cgstats._closing import Closing
-from cgstats.container import Container, ContainerRef
-from cgstats.discovery import parse_spec
+from cgstats.container import Container, ContainerRef, ContainerSpec, checked_spec, spec_key
 from cgstats.errors import CgstatsError, ContainerGone, ContainerNotFound
 from cgstats.host import Host
 from cgstats.model import NetInterface, Sample
@@ -44,7 +43,6 @@ from cgstats.prometheus.metrics import (
 log = logging.getLogger("cgstats.prometheus")
 
 LabelsFunc = Callable[[ContainerRef], Mapping[str, str]]
-ContainerSpec = Union[str, ContainerRef]
 
 _INVALID_LABEL_CHAR = re.compile(r"[^a-zA-Z0-9_]")
 # Label names the table's own series use: a caller's label may not take them.
@@ -112,7 +110,7 @@ class CgroupCollector(Collector, Closing):
     ) -> None:
         self._specs: Optional[list[ContainerSpec]] = None
         if containers is not None:
-            self._specs = [_checked(spec) for spec in containers]
+            self._specs = [checked_spec(spec) for spec in containers]
         self._host = host
         self._own_host = host is None
         self._root = root
@@ -200,7 +198,7 @@ class CgroupCollector(Collector, Closing):
 
     def _open_spec(self, host: Host, spec: ContainerSpec) -> bool:
         """Open the container ``spec`` names unless it is open; False on an error."""
-        if self._spec_cgroups.get(_key(spec)) in self._held:
+        if self._spec_cgroups.get(spec_key(spec)) in self._held:
             return True  # resolved before and still open: no walk of the tree
         try:
             ref = spec if isinstance(spec, ContainerRef) else host.resolve(spec)
@@ -209,7 +207,7 @@ class CgroupCollector(Collector, Closing):
         except CgstatsError as error:
             self._count_error(f"{spec}: {error}")
             return False
-        self._spec_cgroups[_key(spec)] = ref.cgroup
+        self._spec_cgroups[spec_key(spec)] = ref.cgroup
         if ref.cgroup in self._held:
             return True
         return self._open(host, ref)
@@ -349,19 +347,6 @@ def creation_time(directories: Mapping[str, str], version: int) -> Optional[floa
             if mtime > 0:
                 times.append(mtime)
     return min(times) if times else None
-
-
-def _key(spec: ContainerSpec) -> object:
-    return spec if isinstance(spec, str) else ("ref", spec.cgroup)
-
-
-def _checked(spec: ContainerSpec) -> ContainerSpec:
-    if isinstance(spec, ContainerRef):
-        return spec
-    if not isinstance(spec, str):
-        raise TypeError(f"a container is named by a str or a ContainerRef, not {type(spec)}")
-    parse_spec(spec)
-    return spec
 
 
 def _family(
