@@ -30,11 +30,11 @@ import contextlib
 import json
 import logging
 import math
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any, Optional, TextIO
 
+from cgstats._stdout import silence_stdout
 from cgstats.collector import Collector, Reading
 from cgstats.discovery import parse_spec
 from cgstats.errors import CgstatsError, ContainerGone, InvalidContainerId
@@ -144,19 +144,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"cgstats: {err}", file=sys.stderr)
         return EXIT_NOT_FOUND
     except BrokenPipeError:
-        _silence_stdout()
+        silence_stdout()
         return EXIT_OK
-
-
-def _silence_stdout() -> None:
-    """After EPIPE: point stdout at /dev/null, so the interpreter's last flush of
-    what is still buffered does not fail again ("Exception ignored", status 120)."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError):  # stdout without a descriptor (embedded, tests)
-        pass
 
 
 def _open_sinks(urls: Sequence[str], err: TextIO) -> Optional[list[Any]]:
@@ -265,7 +254,7 @@ class _Printer:
                 self.out.write(format_watch_table(readings) + ("" if self.refresh else "\n"))
             self.out.flush()
         except BrokenPipeError:
-            _silence_stdout()
+            silence_stdout()
             self.collector.stop()
 
     def emit_events(self, events: Sequence[Event]) -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import sys
 import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -86,14 +84,3 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise ValueError("must be at least 1")
     return value
-
-
-def silence_stdout() -> None:
-    """After EPIPE on stdout: point it at /dev/null, so later flushes (the
-    interpreter's last one too) cannot fail again."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError):  # stdout without a descriptor (embedded, tests)
-        pass

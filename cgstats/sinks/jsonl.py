@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any, Optional
 
+from cgstats._stdout import silence_stdout
 from cgstats.sinks import _targets
 from cgstats.sinks.base import Sink
 
@@ -116,7 +117,7 @@ class JsonLinesSink(Sink):
     def _lost_stdout(self, lines: int) -> None:
         self.pipe_closed = True
         self.dropped_lines += lines
-        _targets.silence_stdout()
+        silence_stdout()
         with contextlib.suppress(OSError, ValueError):
             sys.stdout.flush()  # what was buffered goes to /dev/null now
         log.info("jsonl:-: stdout was closed; further output is dropped")

@@ -39,6 +39,7 @@ from typing import IO, TYPE_CHECKING, Any, Optional, Union
 
 import msgpack  # type: ignore[import-untyped]
 
+from cgstats._stdout import silence_stdout
 from cgstats.sinks import SinkURLError, _targets
 from cgstats.sinks._worker import DEFAULT_LOG_INTERVAL_S, _RateLimit
 from cgstats.sinks.base import Sink
@@ -213,7 +214,7 @@ class MsgpackSink(Sink):
 
     def _lost_stdout(self) -> None:
         self.pipe_closed = True
-        _targets.silence_stdout()
+        silence_stdout()
         log.info("msgpack:-: stdout was closed; further output is dropped")
         if self.on_pipe_closed is not None:
             self.on_pipe_closed()
