@@ -5,7 +5,8 @@ of the same cgroup, ``interval_s`` seconds apart on the monotonic clock, into a
 :class:`Rates` record. Every rate is per second (CPU in cores, i.e. CPU-seconds
 per second). A rate is ``None`` when it cannot be computed: on the first
 sample (:func:`first`), when either side lacks the counter, or when the
-counter went backwards (the delta restarts; :attr:`Rates.reset` says so). No
+counter went backwards (the delta restarts; :func:`compute`'s flag, and
+the ``reset`` of :class:`cgstats.Reading`, say so). No
 negative rate is ever produced.
 """
 

@@ -48,9 +48,6 @@ nitpick_ignore_regex = [
     ("py:class", r"collections\.abc\.\w+"),
     ("py:class", r"(threading|logging|socket|pathlib|os|io|enum)\.\w+"),
     ("py:class", r"(Path|PathLike|TextIO|BinaryIO)"),
-    # cgstats/rates.py's module docstring names Rates.reset, which does not
-    # exist (Reading.reset does); drop this once the docstring is fixed.
-    ("py:attr", r"Rates\.reset"),
     # JsonLinesSink's docstring names instance attributes that have no entry of
     # their own (a #: comment on each assignment would make one); drop this then.
     ("py:attr", r"(pipe_closed|dropped_lines|on_pipe_closed)"),
