@@ -426,6 +426,11 @@ class Container(Closing):
     def _read_net(self, problems: list[str]) -> Optional[NetStats]:
         """``net/dev`` of a live process in the container; ``None`` if it has none.
 
+        ``None`` with ``ns/net: Permission denied`` in ``problems`` when no
+        process's namespace link may be read (another user's processes,
+        without CAP_SYS_PTRACE): the namespace, hence the counters' owner, is
+        unknown.
+
         The process read last time is tried first; if it has exited, the
         container's other processes are tried in turn.
         """
@@ -433,19 +438,27 @@ class Container(Closing):
             alive, stats = self._net_of(self._net_pid, self._net_link, problems)
             if alive:
                 return stats
+        denied: Optional[OSError] = None
         for pid in self._pids():
             if pid == self._net_pid:
                 continue
             try:
                 link = os.readlink(self.host.proc_path(pid, "ns/net"))
-            except OSError:
-                continue  # exited since cgroup.procs was read
+            except OSError as err:
+                # Another user's process without CAP_SYS_PTRACE (root too):
+                # the link is refused though net/dev would read. Anything else
+                # means it exited since cgroup.procs was read.
+                if err.errno in (errno.EACCES, errno.EPERM):
+                    denied = err
+                continue
             # A descriptor kept from an earlier process with this pid is stale.
             self.host.files.forget(self.host.proc_path(pid, "net/dev"))
             alive, stats = self._net_of(pid, link, problems)
             if alive:
                 return stats
         self._net_pid = None
+        if denied is not None:
+            problems.append(f"ns/net: {denied.strerror}")
         return None
 
     def _net_of(self, pid: int, link: str, problems: list[str]) -> tuple[bool, Optional[NetStats]]:

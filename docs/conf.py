@@ -48,9 +48,6 @@ nitpick_ignore_regex = [
     ("py:class", r"collections\.abc\.\w+"),
     ("py:class", r"(threading|logging|socket|pathlib|os|io|enum)\.\w+"),
     ("py:class", r"(Path|PathLike|TextIO|BinaryIO)"),
-    # JsonLinesSink's docstring names instance attributes that have no entry of
-    # their own (a #: comment on each assignment would make one); drop this then.
-    ("py:attr", r"(pipe_closed|dropped_lines|on_pipe_closed)"),
     # Third-party classes (no intersphinx offline).
     ("py:class", r"(uhashring|prometheus_client)\..+"),
     ("py:class", r"(wsgiref\.simple_server\.)?WSGI(Server|RequestHandler)"),

@@ -20,7 +20,11 @@ from cgstats.prometheus.metrics import METRICS, SELF_METRICS, MetricSpec, Observ
 if TYPE_CHECKING:
     from cgstats.prometheus.collector import CgroupCollector, default_labels
 
-INSTALL_HINT = "cgstats.prometheus needs prometheus_client: pip install 'cgstats[prometheus]'"
+# Not "pip install cgstats[prometheus]": the name cgstats on PyPI is another project.
+INSTALL_HINT = (
+    "cgstats.prometheus needs prometheus_client: pip install prometheus_client"
+    " (or, in a cgstats checkout, pip install '.[prometheus]')"
+)
 
 __all__ = [
     "INSTALL_HINT",

@@ -58,9 +58,13 @@ class JsonLinesSink(Sink):
         self._file: Optional[IO[str]] = None
         if self.path is not None:
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (held until close)
+        #: True once stdout's reader went away (EPIPE); nothing is written after that.
         self.pipe_closed = False
+        #: Lines not written because the pipe was closed.
         self.dropped_lines = 0
+        #: Lines written so far.
         self.written_lines = 0
+        #: Called once (with no arguments) when the pipe closes, if set.
         self.on_pipe_closed: Optional[Callable[[], Any]] = None
 
     @classmethod

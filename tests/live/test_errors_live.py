@@ -185,6 +185,20 @@ def test_unreadable_file_loses_nothing_else(fixture_copy: str) -> None:
     assert "warning" in result.stderr and "memory.stat: Permission denied" in result.stderr
 
 
+def test_a_refused_netns_link_is_an_error_not_a_silent_gap(base: workload.Base) -> None:
+    # Another user's process: without CAP_SYS_PTRACE /proc/<pid>/ns/net is refused
+    # (net/dev is not), so the namespace owning the counters is unknown.
+    container = docker_container(base)
+    container.spawn(workload.idle_argv())
+    result = dump("--json", container.id, user="65534")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["net"] is None
+    assert document["errors"] == ["ns/net: Permission denied"]
+    assert document["cpu"]["usage_ns"] is not None and document["pids"]["current"] == 1
+    assert "ns/net: Permission denied" in result.stderr
+
+
 def test_malformed_file_loses_nothing_else(fixture_copy: str) -> None:
     data = fixture_trees.load(fixture_copy)
     main = fixture_trees.container(data, "main")
