@@ -206,6 +206,10 @@ def test_ten_thousand_add_remove_cycles_leave_nothing_behind(base: workload.Base
         files_before = open_files()
         tracemalloc.start()
         try:
+            # Ticks wait in the sink's queue until its thread takes them (up to
+            # 100 batches when emulation slows it): drained before each measure,
+            # so what is measured is what the collector keeps.
+            assert collector.flush(timeout=60)
             memory_before = tracemalloc.get_traced_memory()[0]
             opened = 0
             for cycle in range(10_000):
@@ -215,6 +219,7 @@ def test_ten_thousand_add_remove_cycles_leave_nothing_behind(base: workload.Base
                 collector.remove(spec)
             assert wait_until(lambda: not collector.watched)  # the last remove is applied
             recorder.wait_ticks(2)
+            assert collector.flush(timeout=60)
             memory_after = tracemalloc.get_traced_memory()[0]
         finally:
             tracemalloc.stop()
