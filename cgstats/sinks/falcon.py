@@ -40,7 +40,6 @@ from cgstats.sinks.falcon_metrics import (
     Tags,
     falcon_step,
     item_problem,
-    reading_items,
 )
 
 if TYPE_CHECKING:
@@ -324,24 +323,15 @@ class FalconSink(Sink):
         invalid = errors = 0
         for reading in readings:
             try:
-                endpoint = self._names.endpoint_of(reading)
-                tags = self._names.tags_of(reading)
-                items = reading_items(reading, endpoint=endpoint, tags=tags, step=step)
+                good, bad = self._names.items_of(reading, step)
             except Exception as error:  # a caller's endpoint/tags callable failed
                 errors += 1
                 self._log_problem(reading.id, 0, f"{type(error).__name__}: {error}")
                 continue
-            good = []
-            first_problem = ""
-            for item in items:
-                problem = item_problem(item)
-                if problem is None:
-                    good.append(item)
-                elif not first_problem:
-                    first_problem = f"{item['metric']}: {problem}"
-            if len(good) < len(items):
-                invalid += len(items) - len(good)
-                self._log_problem(reading.id, len(items) - len(good), first_problem)
+            if bad:
+                invalid += len(bad)
+                metric, problem = bad[0]
+                self._log_problem(reading.id, len(bad), f"{metric}: {problem}")
             units.extend(self._units(reading.id, good))
         with self._cond:
             self._counts["invalid"] += invalid

@@ -24,8 +24,6 @@ from cgstats.sinks.falcon_metrics import (
     SeriesNames,
     Tags,
     falcon_step,
-    item_problem,
-    reading_items,
     short_id,
 )
 
@@ -120,19 +118,15 @@ class FalconAgentSink(Sink):
         items = []
         for reading in readings:
             try:
-                endpoint = self._names.endpoint_of(reading)
-                tags = self._names.tags_of(reading)
+                good, bad = self._names.items_of(reading, step)
             except Exception as error:  # a caller's callable failed: skip this container only
                 self._counts["errors"] += 1
                 self._log_problem(reading.id, "endpoint/tags", f"{type(error).__name__}: {error}")
                 continue
-            for item in reading_items(reading, endpoint=endpoint, tags=tags, step=step):
-                problem = item_problem(item)
-                if problem is None:
-                    items.append(item)
-                else:
-                    self._counts["invalid"] += 1
-                    self._log_problem(reading.id, str(item.get("metric")), problem)
+            items.extend(good)
+            for metric, problem in bad:
+                self._counts["invalid"] += 1
+                self._log_problem(reading.id, metric, problem)
         for start in range(0, len(items), self.batch_items):
             batch = items[start : start + self.batch_items]
             try:

@@ -213,6 +213,24 @@ class SeriesNames:
         endpoint = self.endpoint
         return endpoint if isinstance(endpoint, str) else str(endpoint(reading))
 
+    def items_of(
+        self, reading: Reading, step: int
+    ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+        """``reading``'s items the transfer would accept, and ``(metric, problem)`` of
+        each it would drop (:func:`item_problem`). A caller's callable may raise."""
+        items = reading_items(
+            reading, endpoint=self.endpoint_of(reading), tags=self.tags_of(reading), step=step
+        )
+        good: list[dict[str, Any]] = []
+        bad: list[tuple[str, str]] = []
+        for item in items:
+            problem = item_problem(item)
+            if problem is None:
+                good.append(item)
+            else:
+                bad.append((str(item.get("metric")), problem))
+        return good, bad
+
     def tags_of(self, reading: Reading) -> str:
         """The tag string of ``reading``'s items (a caller's callable may raise)."""
         tags = self.tags
